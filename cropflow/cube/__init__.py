@@ -1,0 +1,1 @@
+"""Analysis-ready Zarr datacubes built on Dask."""

@@ -1,0 +1,1 @@
+"""Label reading, mapping, rasterisation, splits and training sets."""

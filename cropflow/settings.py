@@ -1,0 +1,104 @@
+"""Settings: the one typed home of every machine-level default.
+
+Everything here can be set from the environment with the ``CROPFLOW_`` prefix, nested fields
+with a double underscore, e.g.::
+
+    CROPFLOW_WORKDIR=/data/cropflow
+    CROPFLOW_STAC__API_URL=https://earth-search.aws.element84.com/v1
+    CROPFLOW_STAC__PROVIDER=earth-search-v1
+    CROPFLOW_DASK__ADDRESS=tcp://scheduler:8786
+    CROPFLOW_MLFLOW__TRACKING_URI=http://mlflow:5000
+
+Prefect's own settings (``PREFECT_API_URL`` ...) are Prefect's: cropflow does not copy them.
+Per-run choices (AOI, dates, model hyper-parameters) are flow parameters, not settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StacSettings(BaseModel):
+    """Where imagery is searched and how hard to try."""
+
+    api_url: str | None = Field(
+        None,
+        description="STAC API root URL. Unset: the bundled demo catalog, served on 127.0.0.1.",
+    )
+    provider: str = Field(
+        "local-demo",
+        description="Provider profile mapping asset names and scale/offset rules to band names: "
+        "local-demo, earth-search-v1, earth-search-v0, planetary-computer.",
+    )
+    timeout_s: float = Field(30.0, gt=0, description="HTTP timeout of one request.")
+    max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/timeouts.")
+    backoff_s: float = Field(1.0, ge=0, description="First back-off delay; doubles per retry.")
+    page_size: int = Field(100, gt=0, le=1000, description="Items per search page.")
+
+
+class DaskSettings(BaseModel):
+    """The Dask cluster: a LocalCluster unless an address is given."""
+
+    address: str | None = Field(None, description="Scheduler address of an existing cluster.")
+    n_workers: int = Field(2, ge=1, description="LocalCluster workers.")
+    threads_per_worker: int = Field(1, ge=1, description="LocalCluster threads per worker.")
+    memory_limit: str = Field("4GiB", description="LocalCluster memory limit per worker.")
+
+
+class MlflowSettings(BaseModel):
+    """Experiment tracking and the model registry."""
+
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI. Unset: a SQLite store under the workdir."
+    )
+    experiment: str = Field("cropflow", description="MLflow experiment name.")
+    registered_model: str = Field("cropflow-crop-type", description="Registered model name.")
+
+
+class StackSettings(BaseModel):
+    """Ports of the one-machine service stack (all bound to 127.0.0.1)."""
+
+    host: str = "127.0.0.1"
+    prefect_port: int = 4200
+    mlflow_port: int = 5000
+    dask_port: int = 8786
+    dask_dashboard_port: int = 8787
+    stac_port: int = 8082
+
+
+class Settings(BaseSettings):
+    """All cropflow settings; see the module docstring for the environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CROPFLOW_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    workdir: Path = Field(
+        Path("cropflow-work"),
+        description="Where searches, cubes, training sets, models and products are written.",
+    )
+    stac: StacSettings = StacSettings()
+    dask: DaskSettings = DaskSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    stack: StackSettings = StackSettings()
+
+    @property
+    def demo_dir(self) -> Path:
+        """Where the bundled demo region is generated."""
+        return self.workdir / "demo-region"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """The configured tracking URI, or the embedded SQLite store."""
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        db = (self.workdir / "mlflow" / "mlflow.db").resolve()
+        return f"sqlite:///{db}"
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment (cheap; not cached so tests can change env)."""
+    return Settings()

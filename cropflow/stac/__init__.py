@@ -1,0 +1,1 @@
+"""STAC search, provider profiles and the local STAC API server."""

@@ -1,0 +1,1 @@
+"""Prefect flows: each wires tasks, nothing else."""

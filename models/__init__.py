@@ -1,0 +1,1 @@
+"""Torch models, each built from a typed config and carrying an input contract."""

@@ -1,0 +1,1 @@
+"""Prefect tasks: each wraps one call into the cropflow library."""

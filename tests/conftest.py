@@ -1,0 +1,42 @@
+"""Test-session isolation: every test session gets its own workdir and Prefect home."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Set before anything imports prefect: an isolated Prefect home and no telemetry.
+_SESSION_ROOT = Path(tempfile.mkdtemp(prefix="cropflow-tests-"))
+os.environ.setdefault("PREFECT_HOME", str(_SESSION_ROOT / "prefect-home"))
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ["CROPFLOW_WORKDIR"] = str(_SESSION_ROOT / "work")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = SHARED / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """``../shared/fixtures``: real data nobody on this project made."""
+    if not FIXTURES.is_dir():
+        raise RuntimeError(f"shared fixtures not found at {FIXTURES}; clone ../shared beside")
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def session_root() -> Path:
+    return _SESSION_ROOT
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A temporary Prefect API for tests that run flows (one per test session)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
