@@ -67,6 +67,11 @@ class StackSettings(BaseModel):
     dask_port: int = 8786
     dask_dashboard_port: int = 8787
     stac_port: int = 8082
+    dask_workers: int = Field(2, ge=1, description="Dask worker processes the stack starts.")
+    dask_threads: int = Field(1, ge=1, description="Threads per stack Dask worker.")
+    dask_memory_limit: str = Field("4GiB", description="Memory limit per stack Dask worker.")
+    work_pool: str = Field("cropflow-process", description="Prefect process work pool name.")
+    start_timeout_s: float = Field(120.0, gt=0, description="Wait for a service to be healthy.")
 
 
 class Settings(BaseSettings):
@@ -91,11 +96,21 @@ class Settings(BaseSettings):
         return self.workdir / "demo-region"
 
     @property
+    def mlflow_dir(self) -> Path:
+        """The embedded MLflow store (SQLite database and artifacts)."""
+        return self.workdir / "mlflow"
+
+    @property
+    def stack_dir(self) -> Path:
+        """Logs and pid files of the one-machine service stack."""
+        return self.workdir / "stack"
+
+    @property
     def mlflow_tracking_uri(self) -> str:
         """The configured tracking URI, or the embedded SQLite store."""
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
-        db = (self.workdir / "mlflow" / "mlflow.db").resolve()
+        db = (self.mlflow_dir / "mlflow.db").resolve()
         return f"sqlite:///{db}"
 
 
