@@ -9,12 +9,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
+from cropflow import stack
+from cropflow.cli_params import params_command
 from cropflow.errors import CropflowError
+from cropflow.settings import get_settings
+from cropflow.stac.search import SearchParams
 
 app = typer.Typer(
     name="cropflow",
@@ -39,6 +45,78 @@ def friendly_errors(func: F) -> F:
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]
+
+
+stac_app = typer.Typer(help="The local STAC API.", no_args_is_help=True)
+stack_app = typer.Typer(help="The one-machine service stack (processes on 127.0.0.1).")
+app.add_typer(stac_app, name="stac")
+app.add_typer(stack_app, name="stack")
+
+
+def _run_search(params: SearchParams) -> None:
+    from flows.search import search_flow
+
+    result = search_flow(params)
+    typer.echo(result.summary.to_markdown())
+    typer.echo(f"items: {result.uri}")
+
+
+params_command(
+    app,
+    "search",
+    SearchParams,
+    _run_search,
+    "Search a STAC API (default: the bundled demo catalog) and save the items.",
+    wrap=friendly_errors,
+)
+
+
+@stac_app.command("serve")
+@friendly_errors
+def stac_serve(
+    catalog: Annotated[
+        Path | None,
+        typer.Argument(help="Folder with collection.json and items.json (default: the demo's)."),
+    ] = None,
+) -> None:
+    """Serve a STAC catalog over HTTP on 127.0.0.1 until Ctrl-C (rustac)."""
+    from cropflow.stac.server import serve
+
+    folder = catalog or get_settings().demo_dir / "stac"
+    serve(folder / "collection.json", folder / "items.json")
+
+
+def _print_status(rows: list[stack.ServiceStatus]) -> None:
+    table = Table("service", "pid", "state", "url", "log")
+    for r in rows:
+        state = "healthy" if r.healthy else ("running" if r.running else "stopped")
+        table.add_row(r.name, str(r.pid or "-"), state, r.url, str(r.log))
+    Console().print(table)
+
+
+@stack_app.command("up")
+@friendly_errors
+def stack_up() -> None:
+    """Start the stack (Prefect server + worker, MLflow, Dask, STAC API) and print its URLs."""
+    _print_status(stack.up(get_settings()))
+
+
+@stack_app.command("status")
+@friendly_errors
+def stack_status() -> None:
+    """Show whether each service of the stack runs and answers its health check."""
+    rows = stack.status(get_settings())
+    _print_status(rows)
+    if not all(r.healthy for r in rows):
+        raise typer.Exit(1)
+
+
+@stack_app.command("down")
+@friendly_errors
+def stack_down() -> None:
+    """Stop every service of the stack (whole process groups)."""
+    stopped = stack.down(get_settings())
+    typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 
 @app.command()

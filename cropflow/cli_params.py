@@ -12,7 +12,8 @@ import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import typer
 import yaml
@@ -53,15 +54,31 @@ def _default_text(info: FieldInfo) -> str:
     return f"default: {default!r}" if default not in (None, "") else "default: none"
 
 
+def _accepts_str(annotation: Any) -> bool:
+    """True for ``str`` and unions with ``str`` as a member (not ``list[str]``)."""
+    if annotation is str:
+        return True
+    if get_origin(annotation) in (Union, UnionType):
+        return any(_accepts_str(a) for a in get_args(annotation))
+    return False
+
+
 def parse_value(raw: str, annotation: Any) -> Any:
-    """Turn one option string into what pydantic validates for this annotation."""
+    """Turn one option string into what pydantic validates for this annotation.
+
+    JSON objects and arrays are decoded; other list values are comma-separated; anything else
+    is passed as text for the model to parse (e.g. a bbox string for an AOI field).
+    """
     text = raw.strip()
-    if _is_structured(annotation) or (_is_listish(annotation) and text.startswith("[")):
+    wants_json = _is_structured(annotation) or _is_listish(annotation)
+    if wants_json and text[:1] in "{[":
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"invalid JSON {raw!r}: {exc.msg}", hint="quote the JSON") from exc
-    if _is_listish(annotation):
+    if _is_structured(annotation) and not _accepts_str(annotation) and not _is_listish(annotation):
+        raise ConfigError(f"expected a JSON object, got {raw!r}", hint="pass it as '{...}'")
+    if _is_listish(annotation) and not _accepts_str(annotation):
         return [part.strip() for part in text.split(",") if part.strip()]
     return text
 

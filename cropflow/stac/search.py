@@ -1,0 +1,717 @@
+"""STAC item search: parameters, the search itself, dedupe, and the saved result.
+
+``search(params)`` resolves the parameters (settings fill what is unset), checks them before
+any request, searches any STAC API with pystac-client (paging, retries with backoff on
+429/5xx/timeouts), keeps items under the cloud-cover limit, drops reprocessed duplicates and
+returns an ``ItemCollection`` sorted by time. ``save_search`` writes it atomically under
+``workdir/searches/<key>/`` and returns a small :class:`SearchResult` to pass on by reference.
+
+With no API URL anywhere (parameters, settings, provider), the local demo catalog
+(``settings.demo_dir / "stac"``) is served on 127.0.0.1 for the duration of the search.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import statistics
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date
+from datetime import datetime as Datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import pystac
+from pydantic import BaseModel, ConfigDict, Field
+from pystac_client import Client
+from pystac_client.conformance import ConformanceClasses
+from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
+from urllib3.util.retry import Retry
+
+from cropflow.errors import ConfigError, DataError, EmptySearchError, ProviderError, StacError
+from cropflow.settings import StacSettings, get_settings
+from cropflow.stac.aoi import AOI, parse_aoi
+from cropflow.stac.metadata import (
+    cloud_cover,
+    format_baseline,
+    processing_baseline,
+    product_timestamp,
+    tile_id,
+)
+from cropflow.stac.providers import ProviderProfile, get_profile
+from cropflow.stac.server import LocalStacServer
+
+log = logging.getLogger(__name__)
+
+#: HTTP statuses answered by retrying with backoff.
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+#: Key of the provenance block stored in a saved ItemCollection.
+PROVENANCE_KEY = "cropflow:search"
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+_PARTIAL_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+
+
+class SearchParams(BaseModel):
+    """What to search for. Unset fields come from ``settings.stac`` or the provider profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_url: str | None = Field(
+        None,
+        description="STAC API root URL. Unset: settings.stac.api_url, else the provider's "
+        "public API, else the local demo catalog served on 127.0.0.1.",
+    )
+    provider: str | None = Field(
+        None,
+        description="Provider profile (local-demo, earth-search-v1, earth-search-v0, "
+        "planetary-computer). Unset: settings.stac.provider.",
+    )
+    collections: list[str] | None = Field(
+        None, description="Collections to search. Unset: the provider's Sentinel-2 L2A one."
+    )
+    aoi: str | dict[str, Any] | list[float] | None = Field(
+        None,
+        description="Area of interest: a GeoJSON file path, a GeoJSON object, or a bbox "
+        "'min_lon,min_lat,max_lon,max_lat'. Unset: no spatial filter (local APIs only).",
+    )
+    datetime: str | None = Field(
+        None,
+        description="Date or interval, e.g. '2021-03-01/2021-10-31' ('..' for an open end). "
+        "Unset: any time.",
+    )
+    max_cloud_cover: float | None = Field(
+        None, ge=0, le=100, description="Keep items whose eo:cloud_cover (%) is at most this."
+    )
+    filter: dict[str, Any] | str | None = Field(
+        None,
+        description="CQL2 filter (JSON object or text) sent to the API as it is; the API must "
+        "support the STAC Filter extension.",
+    )
+    max_items: int | None = Field(
+        None, gt=0, description="Stop after this many items from the API (before dedupe)."
+    )
+    page_size: int | None = Field(
+        None, gt=0, le=1000, description="Items per page. Unset: settings.stac.page_size."
+    )
+    dedupe: bool = Field(
+        True,
+        description="Drop reprocessed duplicates (same tile and datetime), keeping the newest "
+        "processing baseline.",
+    )
+
+
+@dataclass(frozen=True)
+class ResolvedSearch:
+    """Search parameters with every default filled in and every input checked."""
+
+    api_url: str | None
+    """None: the local demo catalog."""
+    profile: ProviderProfile
+    collections: list[str]
+    aoi: AOI | None
+    datetime: str | None
+    max_cloud_cover: float | None
+    filter: dict[str, Any] | str | None
+    max_items: int | None
+    page_size: int
+    dedupe: bool
+    stac: StacSettings
+
+    def describe(self) -> str:
+        """The search in words, for messages."""
+        parts = [f"collections {', '.join(self.collections)}"]
+        parts.append(f"AOI {self.aoi.describe()}" if self.aoi else "no AOI")
+        parts.append(f"datetime {self.datetime or 'any'}")
+        if self.max_cloud_cover is not None:
+            parts.append(f"max cloud cover {self.max_cloud_cover:g} %")
+        if self.filter is not None:
+            parts.append("a CQL2 filter")
+        return ", ".join(parts)
+
+
+# --- Checking and resolving the parameters --------------------------------------------------
+
+
+def _parse_instant(text: str, whole: str) -> date:
+    """The date of one end of a datetime interval (a date, year(-month), or RFC 3339 time)."""
+    try:
+        if _PARTIAL_DATE.match(text):
+            return date.fromisoformat((text + "-01-01")[:10] if len(text) < 10 else text)
+        return Datetime.fromisoformat(text.replace("z", "Z")).date()
+    except ValueError:
+        raise ConfigError(
+            f"datetime {whole!r}: {text!r} is not a date or timestamp",
+            hint="use e.g. 2021-03-01/2021-10-31 or 2021-06-01T10:00:00Z ('..' for an open end)",
+        ) from None
+
+
+def check_datetime(value: str | None) -> str | None:
+    """Check a STAC datetime (a date, a timestamp, or an interval); returns it stripped."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    ends = text.split("/")
+    if len(ends) > 2:
+        raise ConfigError(f"datetime {value!r} has more than one '/'", hint="use start/end")
+    parsed = [None if e.strip() in ("", "..") else _parse_instant(e.strip(), value) for e in ends]
+    if all(p is None for p in parsed):
+        raise ConfigError(f"datetime {value!r} is open at both ends", hint="give a date")
+    start, end = parsed[0], parsed[-1]
+    if len(parsed) == 2 and start is not None and end is not None and start > end:
+        raise ConfigError(
+            f"datetime {value!r} starts after it ends", hint="write the interval as start/end"
+        )
+    return text
+
+
+def _check_url(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(
+            f"STAC API URL {url!r} is not an http(s) URL",
+            hint="give the API root, e.g. https://earth-search.aws.element84.com/v1",
+        )
+    return url.rstrip("/")
+
+
+def _is_local(url: str | None) -> bool:
+    return url is None or (urlparse(url).hostname or "") in _LOCAL_HOSTS
+
+
+def resolve(params: SearchParams) -> ResolvedSearch:
+    """Fill unset parameters from settings and the provider profile; check every input."""
+    stac = get_settings().stac
+    profile = get_profile(params.provider or stac.provider)
+    raw_url = params.api_url or stac.api_url or profile.api_url
+    api_url = _check_url(raw_url) if raw_url else None
+    collections = list(params.collections or [profile.default_collection])
+    if not collections or any(not c.strip() for c in collections):
+        raise ConfigError(f"collections {collections!r} has an empty name", hint="name them")
+    unmapped = [c for c in collections if c not in profile.collections]
+    if unmapped:
+        raise ProviderError(
+            f"collection(s) {', '.join(unmapped)} not mapped by provider profile "
+            f"{profile.name!r} (it maps {', '.join(profile.collections)})",
+            hint="search a Sentinel-2 L2A collection of that provider, or pick another provider",
+        )
+    aoi = parse_aoi(params.aoi) if params.aoi is not None else None
+    if aoi is None and not _is_local(api_url):
+        raise ConfigError(
+            f"no AOI given for the remote STAC API {api_url}",
+            hint="give an AOI (GeoJSON file or bbox) so the search does not cover the world",
+        )
+    return ResolvedSearch(
+        api_url=api_url,
+        profile=profile,
+        collections=collections,
+        aoi=aoi,
+        datetime=check_datetime(params.datetime),
+        max_cloud_cover=params.max_cloud_cover,
+        filter=params.filter,
+        max_items=params.max_items,
+        page_size=params.page_size or stac.page_size,
+        dedupe=params.dedupe,
+        stac=stac,
+    )
+
+
+# --- Talking to the API ---------------------------------------------------------------------
+
+
+class BackoffRetry(Retry):
+    """urllib3 Retry whose first retry already waits: ``backoff_factor * 2**(n-1)`` seconds."""
+
+    def get_backoff_time(self) -> float:
+        n = 0
+        for entry in reversed(self.history):
+            if entry.redirect_location is not None:
+                break
+            n += 1
+        if n == 0:
+            return 0.0
+        return float(min(self.backoff_max, self.backoff_factor * 2 ** (n - 1)))
+
+
+def make_retry(stac: StacSettings) -> Retry:
+    """Retries on connection errors, timeouts and 429/5xx, for every HTTP method (POST search)."""
+    return BackoffRetry(
+        total=stac.max_retries,
+        connect=stac.max_retries,
+        read=stac.max_retries,
+        status=stac.max_retries,
+        other=0,
+        backoff_factor=stac.backoff_s,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=None,
+        raise_on_status=False,
+        respect_retry_after_header=True,
+    )
+
+
+def api_error(url: str, exc: APIError, stac: StacSettings, doing: str) -> StacError:
+    """A StacError for a failed request: which URL, what happened, what to change."""
+    status: int | None = getattr(exc, "status_code", None)
+    if status in RETRY_STATUSES:
+        return StacError(
+            f"STAC API {url} answered HTTP {status} while {doing}, still after "
+            f"{stac.max_retries} retries: {_short(exc)}",
+            hint="the service is failing or rate-limiting: try again later, or raise "
+            "CROPFLOW_STAC__MAX_RETRIES / CROPFLOW_STAC__BACKOFF_S",
+        )
+    if status is not None:
+        return StacError(
+            f"STAC API {url} answered HTTP {status} while {doing}: {_short(exc)}",
+            hint="check the search parameters against the API's message",
+        )
+    return StacError(
+        f"STAC API {url} could not be reached while {doing} ({stac.max_retries} retries, "
+        f"timeout {stac.timeout_s:g} s): {_short(exc)}",
+        hint="check the URL and the network, or raise CROPFLOW_STAC__TIMEOUT_S",
+    )
+
+
+def open_client(url: str, stac: StacSettings) -> Client:
+    """Open a STAC API root with retries and a timeout; StacError if it is not one."""
+    stac_io = StacApiIO(timeout=stac.timeout_s, max_retries=make_retry(stac))
+    hint = "check the URL: it must be the root of a STAC API (the page listing conformsTo)"
+    try:
+        client = Client.open(url, stac_io=stac_io, timeout=stac.timeout_s)
+    except APIError as exc:
+        raise api_error(url, exc, stac, "reading its root") from None
+    except (ValueError, TypeError, KeyError, pystac.STACError, pystac.STACTypeError) as exc:
+        raise StacError(
+            f"{url} is not a STAC API: its root is not a STAC catalog ({_short(exc)})", hint=hint
+        ) from None
+    if not client.conforms_to(ConformanceClasses.ITEM_SEARCH):
+        raise StacError(
+            f"{url} is not a STAC API with item search (no item-search conformance class)",
+            hint=hint,
+        )
+    return client
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_collections(client: Client, url: str, wanted: Sequence[str], stac: StacSettings) -> None:
+    """ProviderError naming the server's collections if one of ``wanted`` is not there."""
+    try:
+        available = sorted(c.id for c in client.get_collections())
+    except APIError as exc:
+        raise api_error(url, exc, stac, "listing its collections") from None
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        shown = ", ".join(available[:40]) + (" ..." if len(available) > 40 else "")
+        raise ProviderError(
+            f"unknown collection(s) {', '.join(missing)} at {url}; it has: {shown or 'none'}",
+            hint="pick one of the server's collections",
+        )
+
+
+def _cloud_clause(limit: float) -> dict[str, Any]:
+    return {"op": "<=", "args": [{"property": "eo:cloud_cover"}, limit]}
+
+
+def build_search_kwargs(
+    r: ResolvedSearch, supports_filter: bool, supports_query: bool, url: str = ""
+) -> dict[str, Any]:
+    """Keyword arguments for ``Client.search``: the user's filter passed through unchanged.
+
+    The cloud-cover limit goes to the server when it can filter (CQL2, else the query
+    extension); it is applied again on the client in every case.
+    """
+    if r.filter is not None and not supports_filter:
+        raise StacError(
+            f"STAC API {url or r.api_url} does not support CQL2 filters (no item-search#filter "
+            "conformance class), so the filter was not sent",
+            hint="drop the filter (use collections/datetime/AOI/max_cloud_cover) or use an API "
+            "that supports the Filter extension",
+        )
+    kwargs: dict[str, Any] = {
+        "collections": list(r.collections),
+        "limit": r.page_size,
+        "max_items": r.max_items,
+    }
+    if r.aoi is not None:
+        if r.aoi.from_bbox:
+            kwargs["bbox"] = list(r.aoi.bbox)
+        else:
+            kwargs["intersects"] = r.aoi.geojson()
+    if r.datetime is not None:
+        kwargs["datetime"] = r.datetime
+    cql2 = r.filter
+    if r.max_cloud_cover is not None:
+        if supports_filter and (cql2 is None or isinstance(cql2, dict)):
+            clause = _cloud_clause(r.max_cloud_cover)
+            cql2 = clause if cql2 is None else {"op": "and", "args": [cql2, clause]}
+        elif supports_filter and isinstance(cql2, str):
+            cql2 = f"({cql2}) AND eo:cloud_cover <= {r.max_cloud_cover!r}"
+        elif supports_query:
+            kwargs["query"] = {"eo:cloud_cover": {"lte": r.max_cloud_cover}}
+    if cql2 is not None:
+        kwargs["filter"] = cql2
+    return kwargs
+
+
+@contextmanager
+def api_root(r: ResolvedSearch) -> Iterator[str]:
+    """The API URL to search; serves the local demo catalog while in use when there is none."""
+    if r.api_url is not None:
+        yield r.api_url
+        return
+    stac_dir = get_settings().demo_dir / "stac"
+    collection, items = stac_dir / "collection.json", stac_dir / "items.json"
+    if not (collection.is_file() and items.is_file()):
+        raise ConfigError(
+            f"no STAC API URL is set and there is no demo catalog in {stac_dir}",
+            hint="set CROPFLOW_STAC__API_URL (or api_url), or generate the demo region first",
+        )
+    with LocalStacServer(collection, items) as server:
+        yield server.url
+
+
+def _fetch(
+    client: Client, kwargs: dict[str, Any], url: str, stac: StacSettings
+) -> tuple[list[pystac.Item], int]:
+    """All items of all pages; the count of repeated ids (dropped) too."""
+    seen: set[str] = set()
+    items: list[pystac.Item] = []
+    repeated = 0
+    try:
+        for item in client.search(**kwargs).items():
+            if item.id in seen:
+                repeated += 1
+                continue
+            seen.add(item.id)
+            items.append(item)
+    except APIError as exc:
+        raise api_error(url, exc, stac, "searching") from None
+    if repeated:
+        log.warning("STAC API %s returned %d item(s) twice while paging", url, repeated)
+    return items, repeated
+
+
+# --- After the search: cloud limit, dedupe, order ------------------------------------------
+
+
+def within_cloud_limit(items: Sequence[pystac.Item], limit: float | None) -> list[pystac.Item]:
+    """Items whose eo:cloud_cover is at most ``limit`` (items stating none are dropped)."""
+    if limit is None:
+        return list(items)
+    return [it for it in items if (cc := cloud_cover(it)) is not None and cc <= limit]
+
+
+def _acquisition(item: pystac.Item) -> tuple[str, str] | None:
+    tile = tile_id(item)
+    when = item.datetime
+    if tile is None or when is None:
+        return None
+    return tile, when.replace(microsecond=0).isoformat()
+
+
+def _recency(item: pystac.Item) -> tuple[tuple[int, int], str, str]:
+    return (processing_baseline(item) or (-1, -1), product_timestamp(item), item.id)
+
+
+def dedupe_items(items: Sequence[pystac.Item]) -> tuple[list[pystac.Item], list[pystac.Item]]:
+    """Keep one item per acquisition (tile, datetime to the second): the newest baseline.
+
+    Ties go to the later generation/update time, then the larger id (``..._1_L2A`` over
+    ``..._0_L2A``). Items without a tile or datetime are all kept. Returns (kept, dropped).
+    """
+    best: dict[tuple[str, str], pystac.Item] = {}
+    kept_order: list[pystac.Item | tuple[str, str]] = []
+    dropped: list[pystac.Item] = []
+    for item in items:
+        key = _acquisition(item)
+        if key is None:
+            kept_order.append(item)
+            continue
+        current = best.get(key)
+        if current is None:
+            best[key] = item
+            kept_order.append(key)
+        elif _recency(item) > _recency(current):
+            dropped.append(current)
+            best[key] = item
+        else:
+            dropped.append(item)
+    kept = [best[k] if isinstance(k, tuple) else k for k in kept_order]
+    return kept, dropped
+
+
+def _order(item: pystac.Item) -> tuple[str, str, str]:
+    when = item.datetime.isoformat() if item.datetime else ""
+    return (when, tile_id(item) or "", item.id)
+
+
+# --- The search -----------------------------------------------------------------------------
+
+
+def search(params: SearchParams) -> pystac.ItemCollection:
+    """Search a STAC API; items sorted by time, provenance in ``extra_fields``.
+
+    Raises ConfigError/AOIError/ProviderError for bad parameters (before any request),
+    StacError when the API cannot be used, EmptySearchError when nothing matches.
+    """
+    r = resolve(params)
+    with api_root(r) as url:
+        client = open_client(url, r.stac)
+        check_collections(client, url, r.collections, r.stac)
+        kwargs = build_search_kwargs(
+            r,
+            supports_filter=client.conforms_to(ConformanceClasses.FILTER),
+            supports_query=client.conforms_to(ConformanceClasses.QUERY),
+            url=url,
+        )
+        found, repeated = _fetch(client, kwargs, url, r.stac)
+    clear = within_cloud_limit(found, r.max_cloud_cover)
+    kept, dropped = dedupe_items(clear) if r.dedupe else (clear, [])
+    if not kept:
+        cloudy = len(found) - len(clear)
+        more = f" ({cloudy} item(s) over the cloud-cover limit)" if cloudy else ""
+        where = r.api_url or "the local demo catalog"
+        raise EmptySearchError(
+            f"no items at {where} for {r.describe()}{more}",
+            hint="widen the dates or the AOI, raise max_cloud_cover, or check that the "
+            "collection covers the AOI",
+        )
+    kept.sort(key=_order)
+    provenance = {
+        "api_url": r.api_url or "local-demo",
+        "provider": r.profile.name,
+        "collections": r.collections,
+        "aoi": r.aoi.geojson() if r.aoi else None,
+        "datetime": r.datetime,
+        "max_cloud_cover": r.max_cloud_cover,
+        "filter": r.filter,
+        "max_items": r.max_items,
+        "dedupe": r.dedupe,
+        "n_found": len(found),
+        "n_over_cloud_cover": len(found) - len(clear),
+        "n_duplicates_dropped": len(dropped),
+        "duplicates_dropped": sorted(it.id for it in dropped),
+        "n_repeated_ids": repeated,
+        "searched_at": Datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return pystac.ItemCollection(kept, extra_fields={PROVENANCE_KEY: provenance}, clone_items=False)
+
+
+# --- Summary and saved result ---------------------------------------------------------------
+
+
+class ItemRow(BaseModel):
+    """One found item, for the summary table."""
+
+    id: str
+    datetime: str | None
+    tile: str | None
+    cloud_cover: float | None
+    baseline: str | None
+    collection: str | None
+
+
+class SearchSummary(BaseModel):
+    """What a search found: counts, dates, tiles, cloud cover, and one row per item."""
+
+    provider: str
+    api_url: str
+    n_items: int
+    collections: list[str]
+    dates: list[str] = Field(description="Distinct acquisition dates (YYYY-MM-DD), sorted.")
+    tiles: list[str]
+    cloud_cover_min: float | None
+    cloud_cover_mean: float | None
+    cloud_cover_max: float | None
+    n_over_cloud_cover: int = 0
+    n_duplicates_dropped: int = 0
+    items: list[ItemRow]
+
+    def table(self) -> list[dict[str, Any]]:
+        """The per-item rows as plain dicts (a Prefect table artifact)."""
+        return [row.model_dump() for row in self.items]
+
+    def to_markdown(self) -> str:
+        """A short Markdown report (a Prefect markdown artifact, or the CLI)."""
+        span = f"{self.dates[0]} … {self.dates[-1]}" if self.dates else "-"
+        if self.cloud_cover_mean is None:
+            clouds = "not stated"
+        else:
+            clouds = (
+                f"min {self.cloud_cover_min:.1f} / mean {self.cloud_cover_mean:.1f} / "
+                f"max {self.cloud_cover_max:.1f} %"
+            )
+        rows = [
+            ("provider", self.provider),
+            ("API", self.api_url),
+            ("collections", ", ".join(self.collections)),
+            ("dates", f"{len(self.dates)} ({span})"),
+            ("tiles", ", ".join(self.tiles) or "-"),
+            ("cloud cover", clouds),
+            (
+                "dropped",
+                f"{self.n_duplicates_dropped} reprocessed duplicate(s), "
+                f"{self.n_over_cloud_cover} over the cloud-cover limit",
+            ),
+        ]
+        lines = [f"### STAC search: {self.n_items} items", "", "| | |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in rows]
+        return "\n".join(lines) + "\n"
+
+
+def summarize(items: pystac.ItemCollection) -> SearchSummary:
+    """The summary of a search result (uses its provenance block when present)."""
+    prov: dict[str, Any] = items.extra_fields.get(PROVENANCE_KEY, {})
+    rows = [
+        ItemRow(
+            id=it.id,
+            datetime=it.datetime.isoformat() if it.datetime else None,
+            tile=tile_id(it),
+            cloud_cover=cloud_cover(it),
+            baseline=format_baseline(processing_baseline(it)),
+            collection=it.collection_id,
+        )
+        for it in items
+    ]
+    clouds = [r.cloud_cover for r in rows if r.cloud_cover is not None]
+    collections = prov.get("collections") or sorted({r.collection for r in rows if r.collection})
+    return SearchSummary(
+        provider=str(prov.get("provider", "unknown")),
+        api_url=str(prov.get("api_url", "unknown")),
+        n_items=len(rows),
+        collections=list(collections),
+        dates=sorted({r.datetime[:10] for r in rows if r.datetime}),
+        tiles=sorted({r.tile for r in rows if r.tile}),
+        cloud_cover_min=min(clouds) if clouds else None,
+        cloud_cover_mean=statistics.fmean(clouds) if clouds else None,
+        cloud_cover_max=max(clouds) if clouds else None,
+        n_over_cloud_cover=int(prov.get("n_over_cloud_cover", 0)),
+        n_duplicates_dropped=int(prov.get("n_duplicates_dropped", 0)),
+        items=rows,
+    )
+
+
+class SearchResult(BaseModel):
+    """A saved search, passed between tasks by reference."""
+
+    key: str = Field(description="Directory name under workdir/searches/.")
+    uri: str = Field(description="file:// URI of the ItemCollection (GeoJSON) file.")
+    provider: str = Field(description="Provider profile that maps the items' bands.")
+    n_items: int
+    summary: SearchSummary
+
+    @property
+    def path(self) -> Path:
+        """The ItemCollection file as a local path."""
+        return _uri_to_path(self.uri)
+
+
+_KEY_FIELDS = (
+    "api_url",
+    "provider",
+    "collections",
+    "aoi",
+    "datetime",
+    "max_cloud_cover",
+    "filter",
+    "max_items",
+    "dedupe",
+)
+
+
+def search_key(items: pystac.ItemCollection, params: SearchParams) -> str:
+    """A stable directory name for a search: provider plus a hash of the resolved query."""
+    prov = items.extra_fields.get(PROVENANCE_KEY) or {}
+    query = {k: prov.get(k) for k in _KEY_FIELDS} if prov else params.model_dump(mode="json")
+    digest = hashlib.sha256(json.dumps(query, sort_keys=True, default=str).encode()).hexdigest()
+    provider = str(prov.get("provider") or params.provider or "search")
+    return f"{provider}-{digest[:12]}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_search(
+    items: pystac.ItemCollection, params: SearchParams, workdir: Path | None = None
+) -> SearchResult:
+    """Write the ItemCollection (and a ``search.json`` record) atomically; the reference.
+
+    Layout: ``<workdir>/searches/<key>/items.json`` and ``search.json``. A repeated search
+    with the same parameters replaces both files in place (each by an atomic rename).
+    """
+    root = Path(workdir) if workdir is not None else get_settings().workdir
+    key = search_key(items, params)
+    out_dir = (root / "searches" / key).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items_path = out_dir / "items.json"
+    _write_atomic(items_path, json.dumps(items.to_dict(transform_hrefs=False)))
+    prov = items.extra_fields.get(PROVENANCE_KEY) or {}
+    result = SearchResult(
+        key=key,
+        uri=items_path.as_uri(),
+        provider=str(prov.get("provider") or params.provider or get_settings().stac.provider),
+        n_items=len(items),
+        summary=summarize(items),
+    )
+    _write_atomic(out_dir / "search.json", result.model_dump_json(indent=2))
+    return result
+
+
+def _uri_to_path(uri: str | Path) -> Path:
+    if isinstance(uri, Path):
+        return uri
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    if parsed.scheme in ("", None) or len(parsed.scheme) == 1:  # a path (or a drive letter)
+        return Path(uri)
+    raise DataError(
+        f"search result {uri!r} is not a local file", hint="give a path or a file:// URI"
+    )
+
+
+def load_search(uri: str | Path) -> pystac.ItemCollection:
+    """The ItemCollection saved by :func:`save_search` (path or ``file://`` URI)."""
+    path = _uri_to_path(uri)
+    if not path.is_file():
+        raise DataError(f"search result {str(uri)!r} does not exist", hint="run the search again")
+    try:
+        return pystac.ItemCollection.from_file(str(path))
+    except (ValueError, KeyError, TypeError, pystac.STACError, pystac.STACTypeError) as exc:
+        raise DataError(
+            f"search result {str(uri)!r} is not a STAC ItemCollection ({_short(exc)})",
+            hint="run the search again",
+        ) from None
+
+
+def load_search_result(uri: str | Path) -> SearchResult:
+    """The :class:`SearchResult` record saved beside an ItemCollection file."""
+    record = _uri_to_path(uri).with_name("search.json")
+    if not record.is_file():
+        raise DataError(f"no search record beside {str(uri)!r}", hint="run the search again")
+    return SearchResult.model_validate_json(record.read_text(encoding="utf-8"))
+
+
+def search_and_save(params: SearchParams, workdir: Path | None = None) -> SearchResult:
+    """:func:`search` then :func:`save_search` (the one call the Prefect task wraps)."""
+    return save_search(search(params), params, workdir)
