@@ -1,0 +1,604 @@
+"""The model interface: typed configs, batch and output containers, the base class, the builder.
+
+Every family in :mod:`models` is built the same way::
+
+    config = parse_model_config({"name": "ltae", "d_model": 128})
+    model = build_model(config, contract)          # a CropflowModel
+    output = model(Batch(x=x, dates=dates, pad_mask=pad_mask))
+    loss = model.loss(output, target)
+
+``build_model`` takes the number of input channels from ``len(contract.bands)``, the number
+of classes from ``contract.class_map`` and, for the families that need a fixed number of time
+steps (TempCNN, U-Net), ``contract.n_time``. It refuses a config whose input kind differs
+from the contract's.
+
+Conventions shared by all families
+----------------------------------
+* ``x`` holds normalised values (``(value - mean) / std`` with the contract's statistics) in
+  the contract's band order, so 0 is the band mean.
+* ``dates`` are integers, ``[B, T]``: either the day of year (1..366) or days since a reference
+  date (e.g. the season start; may exceed 366 and be negative). Which one a model was trained
+  with is recorded in its config field ``dates`` (families that use dates). Models that ignore
+  dates (TempCNN, U-Net, the LSTM and the BiGRU) assume the steps are in time order.
+* ``pad_mask`` is ``[B, T]`` bool, True where a date is padding or missing. What a padded step
+  contains never changes the output: attention and recurrent families skip it, fixed-length
+  families (TempCNN, U-Net) see it as 0 (the band mean).
+* Targets are class *indices* (positions in ``contract.class_map.classes``), not class ids;
+  ``class_map.ignore_index`` marks unlabelled samples/pixels. :func:`ids_to_indices` converts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from torch import Tensor, nn
+
+from cropflow.classes import ClassMap
+from cropflow.errors import ConfigError, ContractError
+from models.contract import InputContract
+
+InputKind = Literal["pixel", "patch", "field"]
+DateKind = Literal["day_of_year", "days_since_reference"]
+
+# --------------------------------------------------------------------------------------------
+# Batch and output containers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch of model input.
+
+    Attributes:
+        x: pixel models ``[B, T, C]``; patch and field models ``[B, T, C, H, W]``; float.
+        dates: ``[B, T]`` integer dates (day of year, or days since a reference date).
+        pad_mask: ``[B, T]`` bool, True = padded/missing date, to be ignored.
+        field_mask: field models only: ``[B, H, W]`` bool, True inside the field.
+    """
+
+    x: Tensor
+    dates: Tensor
+    pad_mask: Tensor
+    field_mask: Tensor | None = None
+
+    @classmethod
+    def dense(
+        cls, x: Tensor, dates: Tensor | None = None, field_mask: Tensor | None = None
+    ) -> Batch:
+        """A batch without padding; ``dates`` default to ``0, 1, ..., T-1`` for every sample."""
+        b, t = x.shape[0], x.shape[1]
+        if dates is None:
+            dates = torch.arange(t, device=x.device).expand(b, t)
+        pad_mask = torch.zeros(b, t, dtype=torch.bool, device=x.device)
+        return cls(x=x, dates=dates, pad_mask=pad_mask, field_mask=field_mask)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """The same batch on another device."""
+        fm = self.field_mask
+        return replace(
+            self,
+            x=self.x.to(device, non_blocking=non_blocking),
+            dates=self.dates.to(device, non_blocking=non_blocking),
+            pad_mask=self.pad_mask.to(device, non_blocking=non_blocking),
+            field_mask=None if fm is None else fm.to(device, non_blocking=non_blocking),
+        )
+
+    def pin_memory(self) -> Batch:
+        """The same batch in pinned memory (DataLoader(pin_memory=True) calls this)."""
+        fm = self.field_mask
+        return replace(
+            self,
+            x=self.x.pin_memory(),
+            dates=self.dates.pin_memory(),
+            pad_mask=self.pad_mask.pin_memory(),
+            field_mask=None if fm is None else fm.pin_memory(),
+        )
+
+    def require_field_mask(self) -> Tensor:
+        """``field_mask``, or a ContractError if the batch has none."""
+        if self.field_mask is None:
+            raise ContractError(
+                "this batch has no field_mask, which field models need",
+                hint="pass the field's rasterised polygon as Batch.field_mask [B, H, W] bool",
+            )
+        return self.field_mask
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def n_time(self) -> int:
+        return int(self.x.shape[1])
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """What every model returns.
+
+    Attributes:
+        logits: ``[B, K]`` (pixel and field models) or ``[B, K, H, W]`` (patch models), one
+            channel per class of the contract's class map, in its order.
+        aux_logits: the crop-mask model's local head, ``[B]`` (one logit: positive vs not);
+            None for every other family.
+    """
+
+    logits: Tensor
+    aux_logits: Tensor | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Configs: one per family, a discriminated union on ``name``
+# --------------------------------------------------------------------------------------------
+
+
+class _FamilyConfig(BaseModel):
+    """Fields and checks shared by every family config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The input kind the family takes (checked against the contract by build_model).
+    input_kind: ClassVar[InputKind]
+    #: Whether the family needs the contract's fixed number of time steps.
+    needs_n_time: ClassVar[bool] = False
+
+
+def _check_divisible(what: str, value: int, by_what: str, by: int) -> None:
+    if value % by:
+        raise ConfigError(
+            f"{what}={value} is not a multiple of {by_what}={by}",
+            hint=f"choose {what} as a multiple of {by_what}",
+        )
+
+
+class CropMaskLSTMConfig(_FamilyConfig):
+    """nasaharvest/crop-mask classifier: shared LSTM encoder, a global and a local head."""
+
+    input_kind: ClassVar[InputKind] = "pixel"
+    name: Literal["crop_mask_lstm"] = "crop_mask_lstm"
+    hidden_size: int = Field(128, ge=1, description="LSTM hidden size (and head width).")
+    num_layers: int = Field(1, ge=1, description="Stacked LSTM layers.")
+    dropout: float = Field(
+        0.2, ge=0, lt=1, description="Dropout between LSTM layers and on the encoding."
+    )
+    num_global_layers: int = Field(
+        1, ge=1, description="Linear layers of the global head (all classes)."
+    )
+    num_local_layers: int = Field(2, ge=1, description="Linear layers of the local head.")
+    local_positive_classes: list[str] = Field(
+        default_factory=lambda: ["crop"],
+        min_length=1,
+        description="Class names the local (binary) head calls positive, e.g. every crop.",
+    )
+    alpha: float = Field(
+        10.0,
+        gt=0,
+        description="Loss weighting: a sample of the global head weighs 1/alpha of a sample "
+        "of the local head (see models.crop_mask.combined_loss).",
+    )
+
+
+class TempCNNConfig(_FamilyConfig):
+    """TempCNN (Pelletier et al. 2019): 1D convolutions over time, flatten, dense."""
+
+    input_kind: ClassVar[InputKind] = "pixel"
+    needs_n_time: ClassVar[bool] = True
+    name: Literal["tempcnn"] = "tempcnn"
+    conv_widths: list[int] = Field(
+        default_factory=lambda: [64, 64, 64],
+        min_length=1,
+        description="Filters of each 1D convolution (conv + BN + ReLU + dropout).",
+    )
+    kernel_size: int = Field(5, ge=1, description="Temporal kernel size (odd keeps T).")
+    hidden_size: int = Field(256, ge=1, description="Width of the dense layer after flatten.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout after every layer.")
+
+    @model_validator(mode="after")
+    def _odd_kernel(self) -> TempCNNConfig:
+        if self.kernel_size % 2 == 0:
+            raise ConfigError(
+                f"tempcnn kernel_size={self.kernel_size} is even",
+                hint="use an odd kernel size (5 in the paper) so that T is kept",
+            )
+        return self
+
+
+class LTAEConfig(_FamilyConfig):
+    """L-TAE (Garnot & Landrieu 2020) on pixel time series, with an MLP classifier."""
+
+    input_kind: ClassVar[InputKind] = "pixel"
+    name: Literal["ltae"] = "ltae"
+    n_head: int = Field(16, ge=1, description="Attention heads, each with a learnt query.")
+    d_k: int = Field(8, ge=1, description="Key/query dimension per head.")
+    d_model: int = Field(256, ge=1, description="Width the inputs are projected to.")
+    mlp_widths: list[int] = Field(
+        default_factory=lambda: [128],
+        min_length=1,
+        description="MLP after the concatenated heads (input d_model); its last width is "
+        "the embedding size.",
+    )
+    decoder_widths: list[int] = Field(
+        default_factory=lambda: [64, 32],
+        description="Hidden widths of the classifier MLP (a last layer to the classes follows).",
+    )
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout after the attention MLP.")
+    attention_dropout: float = Field(
+        0.1, ge=0, lt=1, description="Dropout on the attention weights (training only)."
+    )
+    max_period: float = Field(
+        1000.0, gt=0, description="Longest period of the sinusoidal date encoding, in days."
+    )
+    dates: DateKind = Field(
+        "day_of_year", description="What Batch.dates holds for this model (see models.base)."
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> LTAEConfig:
+        _check_divisible("d_model", self.d_model, "n_head", self.n_head)
+        return self
+
+
+class UNetConfig(_FamilyConfig):
+    """U-Net on stacked composites (agri_strat): the T x C inputs become T*C channels."""
+
+    input_kind: ClassVar[InputKind] = "patch"
+    needs_n_time: ClassVar[bool] = True
+    name: Literal["unet"] = "unet"
+    depth: int = Field(3, ge=1, description="Resolution levels (depth-1 down-samplings).")
+    base_width: int = Field(64, ge=1, description="Channels at full resolution, doubled per level.")
+    bilinear: bool = Field(
+        False, description="Up-sample bilinearly (+1x1 conv) instead of transposed convolutions."
+    )
+
+
+class UTAEConfig(_FamilyConfig):
+    """U-TAE (Garnot & Landrieu 2021): shared conv encoder, L-TAE at the lowest level."""
+
+    input_kind: ClassVar[InputKind] = "patch"
+    name: Literal["utae"] = "utae"
+    encoder_widths: list[int] = Field(
+        default_factory=lambda: [64, 64, 64, 128],
+        min_length=1,
+        description="Encoder channels per level, highest resolution first; one level per "
+        "entry (len-1 down-samplings by 2).",
+    )
+    decoder_widths: list[int] = Field(
+        default_factory=lambda: [32, 32, 64, 128],
+        min_length=1,
+        description="Decoder channels per level, highest resolution first; the last must "
+        "equal the last encoder width.",
+    )
+    out_conv: list[int] = Field(
+        default_factory=lambda: [32],
+        description="Hidden widths of the output convolutions (a last conv to the classes "
+        "follows).",
+    )
+    encoder_norm: Literal["group", "batch", "none"] = Field(
+        "group", description="Normalisation in the encoder."
+    )
+    norm_groups: int = Field(4, ge=1, description="Groups of the encoder's GroupNorm.")
+    padding_mode: Literal["reflect", "zeros", "replicate"] = Field(
+        "reflect", description="Spatial padding of the 3x3 convolutions."
+    )
+    agg_mode: Literal["att_group", "att_mean", "mean"] = Field(
+        "att_group",
+        description="How skip connections collapse time: att_group = per channel group with "
+        "its head's attention; att_mean = head-averaged attention; mean = plain mean.",
+    )
+    n_head: int = Field(16, ge=1, description="L-TAE heads.")
+    d_model: int = Field(256, ge=1, description="L-TAE projection width.")
+    d_k: int = Field(4, ge=1, description="L-TAE key/query dimension per head.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout after the L-TAE MLP.")
+    attention_dropout: float = Field(
+        0.1, ge=0, lt=1, description="Dropout on the attention weights (training only)."
+    )
+    max_period: float = Field(
+        1000.0, gt=0, description="Longest period of the sinusoidal date encoding, in days."
+    )
+    dates: DateKind = Field(
+        "day_of_year", description="What Batch.dates holds for this model (see models.base)."
+    )
+    boundary_class: str | None = Field(
+        None,
+        description="Name of a class of the class map that labels field boundaries (Crop2Seg's "
+        "boundary class). It is an ordinary output class; naming it lets build_model check "
+        "that it exists and exposes its index as model.boundary_index.",
+    )
+
+    @model_validator(mode="after")
+    def _shapes(self) -> UTAEConfig:
+        if len(self.encoder_widths) != len(self.decoder_widths):
+            raise ConfigError(
+                f"utae has {len(self.encoder_widths)} encoder widths but "
+                f"{len(self.decoder_widths)} decoder widths",
+                hint="give one encoder and one decoder width per level",
+            )
+        if self.encoder_widths[-1] != self.decoder_widths[-1]:
+            raise ConfigError(
+                f"utae lowest encoder width {self.encoder_widths[-1]} differs from the lowest "
+                f"decoder width {self.decoder_widths[-1]}",
+                hint="make the last encoder and decoder widths equal",
+            )
+        _check_divisible("d_model", self.d_model, "n_head", self.n_head)
+        if self.agg_mode == "att_group":
+            for w in self.encoder_widths[:-1]:
+                _check_divisible("each skip encoder width", w, "n_head", self.n_head)
+        if self.encoder_norm == "group":
+            for w in self.encoder_widths:
+                _check_divisible("each encoder width", w, "norm_groups", self.norm_groups)
+        return self
+
+
+class FieldBiGRUConfig(_FamilyConfig):
+    """CropDetectionDL (CV4A 2020): per-date convs, masked field mean, 3-layer BiGRU, linear."""
+
+    input_kind: ClassVar[InputKind] = "field"
+    name: Literal["field_bigru"] = "field_bigru"
+    conv_widths: list[int] = Field(
+        default_factory=lambda: [64, 64, 128],
+        min_length=1,
+        description="Channels of the per-date convolutions.",
+    )
+    kernel_sizes: list[int] = Field(
+        default_factory=lambda: [3, 3, 1],
+        min_length=1,
+        description="Kernel size of each convolution (odd; same length as conv_widths).",
+    )
+    norm_groups: int = Field(2, ge=1, description="Groups of the (field-masked) GroupNorm.")
+    hidden_size: int = Field(128, ge=1, description="GRU hidden size per direction.")
+    num_layers: int = Field(3, ge=1, description="Stacked bidirectional GRU layers.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout between GRU layers.")
+
+    @model_validator(mode="after")
+    def _convs(self) -> FieldBiGRUConfig:
+        if len(self.kernel_sizes) != len(self.conv_widths):
+            raise ConfigError(
+                f"field_bigru has {len(self.conv_widths)} conv widths but "
+                f"{len(self.kernel_sizes)} kernel sizes",
+                hint="give one kernel size per convolution",
+            )
+        if any(k % 2 == 0 for k in self.kernel_sizes):
+            raise ConfigError(
+                f"field_bigru kernel sizes {self.kernel_sizes} include an even size",
+                hint="use odd kernel sizes so that H and W are kept",
+            )
+        for w in self.conv_widths:
+            _check_divisible("each conv width", w, "norm_groups", self.norm_groups)
+        return self
+
+
+ModelConfig = Annotated[
+    CropMaskLSTMConfig | TempCNNConfig | LTAEConfig | UNetConfig | UTAEConfig | FieldBiGRUConfig,
+    Field(discriminator="name"),
+]
+
+_CONFIG_ADAPTER: TypeAdapter[ModelConfig] = TypeAdapter(ModelConfig)
+
+#: Family names, as used in configs.
+FAMILY_NAMES: tuple[str, ...] = (
+    "crop_mask_lstm",
+    "tempcnn",
+    "ltae",
+    "unet",
+    "utae",
+    "field_bigru",
+)
+
+
+def parse_model_config(data: Mapping[str, Any] | str | bytes) -> ModelConfig:
+    """A model config from a mapping or JSON text; ``name`` picks the family."""
+    try:
+        if isinstance(data, str | bytes):
+            return _CONFIG_ADAPTER.validate_json(data)
+        return _CONFIG_ADAPTER.validate_python(dict(data))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']} (got {e.get('input')!r})"
+            for e in exc.errors(include_url=False)
+        )
+        raise ConfigError(
+            f"invalid model config: {problems}",
+            hint=f"'name' must be one of {list(FAMILY_NAMES)}; see models.base for each "
+            "family's fields",
+        ) from exc
+
+
+def model_config_json_schema() -> dict[str, Any]:
+    """JSON schema of :data:`ModelConfig` (for forms and docs)."""
+    return _CONFIG_ADAPTER.json_schema()
+
+
+# --------------------------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------------------------
+
+
+def ids_to_indices(ids: Tensor, class_map: ClassMap) -> Tensor:
+    """Class ids (raster values) to class indices (model outputs); unknown ids are ignored.
+
+    ``class_map.ignore_index`` and any id not in the class map become ``ignore_index``.
+    """
+    lut = torch.full((256,), class_map.ignore_index, dtype=torch.long, device=ids.device)
+    for index, class_id in enumerate(class_map.ids):
+        lut[class_id] = index
+    ids = ids.long()
+    inside = (ids >= 0) & (ids < 256)
+    return torch.where(inside, lut[ids.clamp(0, 255)], class_map.ignore_index)
+
+
+# --------------------------------------------------------------------------------------------
+# The base class
+# --------------------------------------------------------------------------------------------
+
+
+class CropflowModel(nn.Module):
+    """Base class of every family: a torch module that knows its config and contract.
+
+    Subclasses set ``input_kind`` and implement ``forward(batch) -> ModelOutput``; the default
+    :meth:`loss` is cross-entropy over ``logits`` with the class map's ``ignore_index``.
+    """
+
+    input_kind: ClassVar[InputKind]
+
+    def __init__(self, config: ModelConfig, contract: InputContract) -> None:
+        super().__init__()
+        check_contract(config, contract)
+        self.config = config
+        self.contract = contract
+        self.n_channels = len(contract.bands)
+        self.n_classes = len(contract.class_map.classes)
+        self.ignore_index = contract.class_map.ignore_index
+        #: Fixed number of time steps (families that need one), else None.
+        self.n_time: int | None = contract.n_time if config.needs_n_time else None
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        raise NotImplementedError
+
+    def required_n_time(self) -> int:
+        """The contract's fixed number of time steps (families that need one)."""
+        if self.n_time is None:
+            raise ContractError(
+                f"model {self.config.name!r} needs a fixed number of time steps",
+                hint="set n_time in the contract",
+            )
+        return self.n_time
+
+    def __call__(self, batch: Batch) -> ModelOutput:  # typed nn.Module.__call__
+        out: ModelOutput = super().__call__(batch)
+        return out
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def check_batch(self, batch: Batch) -> None:
+        """Refuse a batch whose shapes do not fit this model (naming expected and actual)."""
+        x = batch.x
+        spatial = self.input_kind in ("patch", "field")
+        want = "[B, T, C, H, W]" if spatial else "[B, T, C]"
+        if x.ndim != (5 if spatial else 3):
+            raise ContractError(
+                f"{self.config.name} takes {self.input_kind} input {want}, got x of shape "
+                f"{tuple(x.shape)}",
+                hint=f"give x as {want}",
+            )
+        b, t, c = x.shape[0], x.shape[1], x.shape[2]
+        if c != self.n_channels:
+            raise ContractError(
+                f"{self.config.name} expects {self.n_channels} channels {self.contract.bands}, "
+                f"x has {c}",
+                hint="stack the contract's bands, in its order, on axis 2",
+            )
+        if self.n_time is not None and t != self.n_time:
+            raise ContractError(
+                f"{self.config.name} expects {self.n_time} time steps, x has {t}",
+                hint="build the input over the contract's season and period",
+            )
+        if tuple(batch.dates.shape) != (b, t) or tuple(batch.pad_mask.shape) != (b, t):
+            raise ContractError(
+                f"dates {tuple(batch.dates.shape)} and pad_mask {tuple(batch.pad_mask.shape)} "
+                f"must both be [B, T] = {(b, t)}",
+                hint="give one date and one pad flag per sample and time step",
+            )
+        if batch.pad_mask.dtype != torch.bool:
+            raise ContractError(
+                f"pad_mask must be bool (True = padded), got {batch.pad_mask.dtype}",
+                hint="pass pad_mask as a bool tensor",
+            )
+        if self.input_kind == "field":
+            fm = batch.require_field_mask()
+            want_fm = (b, int(x.shape[3]), int(x.shape[4]))
+            if tuple(fm.shape) != want_fm or fm.dtype != torch.bool:
+                raise ContractError(
+                    f"{self.config.name} needs field_mask as bool [B, H, W] = {want_fm}, "
+                    f"got {fm.dtype} {tuple(fm.shape)}",
+                    hint="pass the field's rasterised polygon as Batch.field_mask",
+                )
+
+    def loss(
+        self,
+        output: ModelOutput,
+        target: Tensor,
+        weight: Tensor | None = None,
+        *,
+        aux_target: Tensor | None = None,
+        aux_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Mean cross-entropy of ``output.logits`` against class indices ``target``.
+
+        Args:
+            output: this model's output.
+            target: ``[B]`` or ``[B, H, W]`` class indices; ``ignore_index`` is skipped.
+            weight: optional per-class weights ``[K]``.
+            aux_target, aux_mask: only for families with an auxiliary head (crop-mask LSTM).
+        """
+        if aux_target is not None or aux_mask is not None:
+            raise ConfigError(
+                f"{self.config.name} has no auxiliary head, but aux_target/aux_mask were given",
+                hint="pass them only to the crop_mask_lstm model",
+            )
+        return masked_cross_entropy(output.logits, target, weight, self.ignore_index)
+
+
+def masked_cross_entropy(
+    logits: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int
+) -> Tensor:
+    """Cross-entropy (float32) that is 0, not NaN, when every target is ``ignore_index``."""
+    target = target.long()
+    if not bool((target != ignore_index).any()):
+        return logits.float().sum() * 0.0
+    w = None if weight is None else weight.float().to(logits.device)
+    return F.cross_entropy(logits.float(), target, weight=w, ignore_index=ignore_index)
+
+
+# --------------------------------------------------------------------------------------------
+# The builder
+# --------------------------------------------------------------------------------------------
+
+
+def _family_class(name: str) -> type[CropflowModel]:
+    # Imported here: the family modules import this one.
+    from models.crop_mask import CropMaskLSTM
+    from models.field import FieldBiGRU
+    from models.ltae import LTAEClassifier
+    from models.tempcnn import TempCNN
+    from models.unet import UNet
+    from models.utae import UTAE
+
+    families: dict[str, type[CropflowModel]] = {
+        "crop_mask_lstm": CropMaskLSTM,
+        "tempcnn": TempCNN,
+        "ltae": LTAEClassifier,
+        "unet": UNet,
+        "utae": UTAE,
+        "field_bigru": FieldBiGRU,
+    }
+    return families[name]
+
+
+def build_model(config: ModelConfig, contract: InputContract) -> CropflowModel:
+    """The model of ``config``'s family, sized by ``contract`` (bands, classes, time steps)."""
+    check_contract(config, contract)
+    return _family_class(config.name)(config, contract)
+
+
+def check_contract(config: ModelConfig, contract: InputContract) -> None:
+    """Refuse a config that cannot run on data of ``contract`` (naming both)."""
+    if config.input_kind != contract.input_kind:
+        raise ContractError(
+            f"model {config.name!r} takes {config.input_kind!r} input but the contract's "
+            f"input_kind is {contract.input_kind!r}",
+            hint=f"use a {contract.input_kind} family, or build a {config.input_kind} contract",
+        )
+    if config.needs_n_time and contract.n_time is None:
+        raise ContractError(
+            f"model {config.name!r} needs a fixed number of time steps but the contract has "
+            f"n_time=None (time_kind={contract.time_kind!r})",
+            hint="set n_time in the contract (composites), or use ltae/utae for irregular dates",
+        )

@@ -1,0 +1,88 @@
+"""Saving and loading models without pickled code.
+
+A saved model is a directory of three files:
+
+* ``config.json`` -- the family config (:data:`models.base.ModelConfig`, with its ``name``);
+* ``contract.json`` -- the :class:`~models.contract.InputContract`;
+* ``weights.pt`` -- the ``state_dict`` (tensors only), read back with
+  ``torch.load(..., weights_only=True)`` so that loading never runs code from the file.
+
+The directory is written aside and renamed into place, so a reader never sees half a model
+and an earlier model at the same path stays whole until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import torch
+
+from cropflow.errors import ContractError, DataError
+from models.base import CropflowModel, build_model, parse_model_config
+from models.contract import InputContract
+
+CONFIG_FILE = "config.json"
+CONTRACT_FILE = "contract.json"
+WEIGHTS_FILE = "weights.pt"
+MODEL_FILES: tuple[str, ...] = (CONFIG_FILE, CONTRACT_FILE, WEIGHTS_FILE)
+
+
+def save_model(model: CropflowModel, directory: str | Path) -> Path:
+    """Write ``model`` to ``directory`` (created or replaced atomically); return its path."""
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        (staging / CONFIG_FILE).write_text(model.config.model_dump_json(indent=2))
+        (staging / CONTRACT_FILE).write_text(model.contract.model_dump_json(indent=2))
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save(state, staging / WEIGHTS_FILE)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
+            target.rename(old)
+            staging.rename(target)
+            shutil.rmtree(old)
+        else:
+            staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return target
+
+
+def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> CropflowModel:
+    """The model saved in ``directory`` by :func:`save_model`, in eval mode.
+
+    Raises:
+        DataError: a file is missing, unreadable, or the weights do not fit the config.
+    """
+    source = Path(directory)
+    missing = [name for name in MODEL_FILES if not (source / name).is_file()]
+    if missing:
+        raise DataError(
+            f"model directory {source} lacks {missing}",
+            hint=f"point to a directory written by models.save_model (files {list(MODEL_FILES)})",
+        )
+    config = parse_model_config((source / CONFIG_FILE).read_text())
+    contract = InputContract.model_validate_json((source / CONTRACT_FILE).read_text())
+    model = build_model(config, contract)
+    weights = source / WEIGHTS_FILE
+    try:
+        state = torch.load(weights, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise DataError(
+            f"cannot read weights {weights}: {exc}",
+            hint="the file must hold a plain state_dict of tensors (written by save_model)",
+        ) from exc
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ContractError(
+            f"weights {weights} do not fit the {config.name!r} model of {CONFIG_FILE}: {exc}",
+            hint="save config, contract and weights together with models.save_model",
+        ) from exc
+    return model.to(map_location).eval()
