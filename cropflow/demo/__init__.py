@@ -1,1 +1,27 @@
-"""The bundled demo region: a synthetic but physically plausible Sentinel-2 L2A region."""
+"""The bundled demo region: a synthetic but physically plausible Sentinel-2 L2A region.
+
+Generated deterministically from a seed (:class:`DemoConfig`; ``DemoConfig()`` is the default
+demo, ``DemoConfig.tiny()`` the test size) by :func:`generate_region`: two overlapping windows of
+the MGRS tiles 33UUT and 33UVT (Brandenburg, UTM 33N), one season of acquisitions with clouds,
+cloud shadows and thin cirrus, COGs and Earth Search v1-like STAC items (with reprocessed
+duplicates), an LPIS-like parcel file, crowd-labelled points, a label mapping and the truth
+rasters. The folder layout is described in :mod:`cropflow.demo.region`.
+
+:class:`DemoWorld` recomputes the truth from the config: cloud-free surface reflectance of every
+band on the 10 m world grid, the cloud / shadow / cirrus mask of each acquisition, the class and
+field-id rasters. What the COGs hold beyond that truth (sensor noise, DN rounding, 20 m block
+averaging, clouds) is stated exactly in :mod:`cropflow.demo.world`.
+"""
+
+from cropflow.demo.config import GENERATOR_VERSION, DemoConfig
+from cropflow.demo.region import RegionManifest, generate_region, load_region
+from cropflow.demo.world import DemoWorld
+
+__all__ = [
+    "GENERATOR_VERSION",
+    "DemoConfig",
+    "DemoWorld",
+    "RegionManifest",
+    "generate_region",
+    "load_region",
+]
