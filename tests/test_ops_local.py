@@ -1,0 +1,302 @@
+"""Operations without a server: flow discovery, deployment plans, parameters, ad-hoc runs,
+and (on Prefect's temporary test API) caching, retries and the region lock."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect import flow, task
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from test_ops_standin import read_events, remap_region, retrain
+
+from cropflow.errors import ConfigError, CropflowError, EmptySearchError, StacError
+from cropflow.ops import (
+    ON_DEMAND,
+    PROJECT_DIR,
+    discover_flows,
+    flow_parameters,
+    network_retry_options,
+    plan_deployments,
+    region_lock,
+    region_lock_name,
+    region_parameters,
+    require_server,
+    run_flow,
+    stage_task_options,
+    trigger,
+    validate_flow_parameters,
+)
+from cropflow.regions import RegionConfig
+
+STANDIN = Path(__file__).with_name("test_ops_standin.py")
+REGION = RegionConfig(
+    name="alpha",
+    aoi=[13.6, 52.05, 13.75, 52.12],
+    season={"start": "03-01", "end": "10-31", "year": 2024},  # type: ignore[arg-type]
+)
+
+
+@pytest.fixture(autouse=True)
+def _own_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CROPFLOW_WORKDIR", str(tmp_path / "work"))
+
+
+def _project(tmp_path: Path, **files: str) -> Path:
+    project = tmp_path / "project"
+    (project / "flows").mkdir(parents=True)
+    for name, text in files.items():
+        (project / "flows" / f"{name}.py").write_text(textwrap.dedent(text))
+    return project
+
+
+# --- Discovery and plans --------------------------------------------------------------------
+
+
+def test_discover_flows_finds_the_project_flows_without_importing_them() -> None:
+    flows = discover_flows(PROJECT_DIR)
+    assert flows["search"].entrypoint == "flows/search.py:search_flow"
+    for entry in flows.values():
+        path, _, func = entry.entrypoint.partition(":")
+        assert f"def {func}(" in (PROJECT_DIR / path).read_text()
+
+
+def test_discover_flows_reads_names_and_refuses_duplicates(tmp_path: Path) -> None:
+    project = _project(
+        tmp_path,
+        a="""\
+        import prefect
+        from prefect import flow, task
+
+        @flow(name="named-one", log_prints=True)
+        def first(x: int) -> int:
+            return x
+
+        @prefect.flow
+        def second_flow() -> None: ...
+
+        @task
+        def not_a_flow() -> None: ...
+        """,
+    )
+    flows = discover_flows(project)
+    assert {n: f.entrypoint for n, f in flows.items()} == {
+        "named-one": "flows/a.py:first",
+        "second-flow": "flows/a.py:second_flow",
+    }
+    (project / "flows" / "b.py").write_text(
+        "from prefect import flow\n@flow\ndef named_one(): ...\n"
+    )
+    with pytest.raises(ConfigError, match="named-one"):
+        discover_flows(project)
+
+
+def test_plan_has_on_demand_per_flow_and_remap_retrain_per_region(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    (project / "flows").mkdir(parents=True)
+    shutil.copy(STANDIN, project / "flows" / "standin.py")
+    flows = discover_flows(project)
+    labelled = REGION.model_copy(update={"labels": "/x.gpkg", "mapping": "/m.yaml"})
+    other = REGION.model_copy(update={"name": "beta"})
+    specs = plan_deployments(
+        [labelled, other],
+        flows,
+        remap_entrypoint="flows/standin.py:remap_region",
+        retrain_entrypoint="flows/standin.py:retrain",
+    )
+    assert sorted(s.full_name for s in specs) == sorted(
+        [
+            f"remap-region/{ON_DEMAND}",
+            "remap-region/alpha",
+            "remap-region/beta",
+            f"retrain/{ON_DEMAND}",
+            "retrain/alpha",
+        ]
+    )
+    scheduled = {s.full_name: s.schedule for s in specs}
+    assert scheduled["retrain/alpha"] is None
+    with pytest.raises(ConfigError, match="remap flow"):
+        plan_deployments([REGION], flows)  # the default entrypoint is not in this project
+
+
+# --- Parameters -----------------------------------------------------------------------------
+
+
+def test_region_parameters_embed_the_region_config() -> None:
+    params = region_parameters(remap_region, REGION)
+    assert params == {"params": {"region": REGION.model_dump(mode="json", exclude_defaults=True)}}
+    validated = validate_flow_parameters(remap_region, params, "test")
+    assert validated["params"].region == REGION
+
+
+def test_model_fields_are_set_over_the_deployment_defaults() -> None:
+    defaults = region_parameters(retrain, REGION)
+    merged = flow_parameters(retrain, {"epochs": 4}, defaults)
+    assert merged["params"]["epochs"] == 4
+    assert merged["params"]["region"] == defaults["params"]["region"]
+    # Given by parameter name, they replace the defaults as Prefect does.
+    assert flow_parameters(retrain, {"params": {"region": "x"}}, defaults) == {
+        "params": {"region": "x"}
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "reason"),
+    [
+        ({"epochs": 0}, "params.epochs", "greater than or equal to 1"),
+        ({"epochs": "many"}, "params.epochs", "valid integer"),
+        ({"epoch": 2}, "params.epoch", "Extra inputs are not permitted"),
+        ({"region": {"name": "Bad Name"}}, "params.region", "region"),
+    ],
+)
+def test_invalid_parameters_give_the_pydantic_message(
+    values: dict[str, Any], field: str, reason: str
+) -> None:
+    params = flow_parameters(retrain, values, region_parameters(retrain, REGION))
+    with pytest.raises(ConfigError) as refused:
+        validate_flow_parameters(retrain, params, "deployment 'retrain/alpha'")
+    assert field in str(refused.value) and reason in str(refused.value)
+    assert "retrain/alpha" in str(refused.value)
+
+
+def test_no_server_means_no_deploy_and_no_trigger() -> None:
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        with pytest.raises(ConfigError, match="PREFECT_API_URL"):
+            require_server()
+        with pytest.raises(ConfigError, match="no Prefect server"):
+            trigger("retrain/alpha", {})
+
+
+# --- On Prefect's temporary test API --------------------------------------------------------
+
+
+def test_run_flow_validates_then_runs_in_process(prefect_harness: None, tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    (project / "flows").mkdir(parents=True)
+    shutil.copy(STANDIN, project / "flows" / "standin.py")
+    region = REGION.model_dump(mode="json")
+    with pytest.raises(ConfigError, match=r"params\.epochs"):
+        run_flow("retrain", {"region": region, "epochs": 11}, project_dir=project)
+    assert read_events() == []  # refused before the flow ran
+    assert run_flow("retrain", {"region": region, "epochs": 2}, project_dir=project) == (
+        "model:alpha:2"
+    )
+    with pytest.raises(ConfigError, match="unknown flow"):
+        run_flow("nope", {}, project_dir=project)
+
+
+def test_stage_cache_is_keyed_by_inputs_and_settings(
+    prefect_harness: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    @task(**stage_task_options())
+    def stage(ref: str) -> str:
+        calls.append(ref)
+        return ref.upper()
+
+    @flow
+    def pipeline(ref: str) -> str:
+        return stage(ref)
+
+    assert pipeline("a") == "A"
+    assert pipeline("a") == "A"
+    assert calls == ["a"]
+    assert pipeline("b") == "B"
+    assert calls == ["a", "b"]
+    monkeypatch.setenv("CROPFLOW_STAC__PROVIDER", "earth-search-v1")  # a setting changes
+    assert pipeline("a") == "A"
+    assert calls == ["a", "b", "a"]
+
+
+@pytest.mark.parametrize(
+    ("error", "attempts"),
+    [
+        (StacError("API down"), 3),
+        (OSError("reset"), 3),
+        (EmptySearchError("none"), 1),
+        (ConfigError("bad"), 1),
+    ],
+)
+def test_network_stage_retries_only_transient_errors(
+    prefect_harness: None, error: Exception, attempts: int
+) -> None:
+    tries: list[float] = []
+
+    @task(**network_retry_options(retries=2, backoff_s=0.0))
+    def search() -> str:
+        tries.append(time.monotonic())
+        raise error
+
+    @flow
+    def pipeline() -> None:
+        search()
+
+    with pytest.raises(type(error)):
+        pipeline()
+    assert len(tries) == attempts
+
+
+def test_network_retry_delays_double() -> None:
+    options = network_retry_options(retries=3, backoff_s=5.0)
+    assert options["retry_delay_seconds"] == [5.0, 10.0, 20.0]
+
+
+def test_region_lock_serialises_and_times_out(prefect_harness: None) -> None:
+    spans: dict[str, tuple[float, float]] = {}
+    first_holds = threading.Event()
+
+    def hold(name: str, seconds: float) -> None:
+        with region_lock("lockregion"):
+            start = time.monotonic()
+            first_holds.set()
+            time.sleep(seconds)
+            spans[name] = (start, time.monotonic())
+
+    one = threading.Thread(target=hold, args=("one", 1.5))
+    one.start()
+    assert first_holds.wait(60)
+    with pytest.raises(CropflowError, match="being remapped"), region_lock("lockregion", 0.5):
+        pass
+    two = threading.Thread(target=hold, args=("two", 0.1))
+    two.start()
+    one.join(60)
+    two.join(60)
+    assert spans["one"][1] <= spans["two"][0]
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(region_lock_name("lockregion"))
+    assert limit.limit == 1 and limit.active_slots == 0
+
+
+def test_prefect_yaml_examples_point_at_real_flows_and_region_schedules() -> None:
+    import yaml
+
+    from cropflow.ops import REMAP_ENTRYPOINT, RETRAIN_ENTRYPOINT
+    from cropflow.regions import get_region
+
+    spec = yaml.safe_load((PROJECT_DIR / "deployments" / "prefect.yaml").read_text())
+    known = {f.entrypoint for f in discover_flows(PROJECT_DIR).values()}
+    known |= {REMAP_ENTRYPOINT, RETRAIN_ENTRYPOINT}  # the lead's flows, deployed by name
+    pools = set()
+    for deployment in spec["deployments"]:
+        assert deployment["entrypoint"] in known, deployment["entrypoint"]
+        pools.add(deployment["work_pool"]["name"])
+        assert deployment["work_pool"]["job_variables"]["image"] == "{{ $CROPFLOW_IMAGE }}"
+        for schedule in deployment.get("schedules", []):
+            region = get_region(deployment["parameters"]["params"]["region"])
+            assert region.schedule is not None
+            assert (schedule["cron"], schedule["timezone"]) == (
+                region.schedule.cron,
+                region.schedule.timezone,
+            )
+    assert pools == {"cropflow-docker", "cropflow-k8s"}
+    step = spec["pull"][0]["prefect.deployments.steps.set_working_directory"]
+    assert step["directory"] == "/opt/cropflow"
+    assert "WORKDIR /opt/cropflow" in (PROJECT_DIR / "infra" / "Dockerfile").read_text()
