@@ -14,7 +14,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from cropflow import stack
 from cropflow.cli_params import params_command
@@ -87,11 +86,16 @@ def stac_serve(
 
 
 def _print_status(rows: list[stack.ServiceStatus]) -> None:
-    table = Table("service", "pid", "state", "url", "log")
+    """One line per service (greppable): name, state, pid, URL, log."""
+    out = Console(soft_wrap=True, highlight=False)
+    width = max(len(r.name) for r in rows)
     for r in rows:
         state = "healthy" if r.healthy else ("running" if r.running else "stopped")
-        table.add_row(r.name, str(r.pid or "-"), state, r.url, str(r.log))
-    Console().print(table)
+        colour = {"healthy": "green", "running": "yellow", "stopped": "red"}[state]
+        out.print(
+            f"{r.name:<{width}}  [{colour}]{state:<7}[/]  pid {r.pid or '-':<7}  {r.url}"
+            f"  (log: {r.log})"
+        )
 
 
 @stack_app.command("up")

@@ -73,15 +73,17 @@ def _http_ok(url: str) -> HealthCheck:
     return check
 
 
-def _worker_online(api: str, pool: str) -> HealthCheck:
-    """Healthy when the work pool has a worker that heartbeats (status ONLINE)."""
+def _worker_online(api: str, pool: str, name: str) -> HealthCheck:
+    """Healthy when the worker of this name heartbeats on the pool (status ONLINE)."""
 
     def check() -> bool:
         try:
             r = httpx.post(f"{api}/work_pools/{pool}/workers/filter", json={}, timeout=2.0)
         except httpx.HTTPError:
             return False
-        return r.status_code == 200 and any(w.get("status") == "ONLINE" for w in r.json())
+        return r.status_code == 200 and any(
+            w.get("name") == name and w.get("status") == "ONLINE" for w in r.json()
+        )
 
     return check
 
@@ -115,6 +117,7 @@ def plan(settings: Settings) -> list[Service]:
     collection, items = demo_catalog(settings)
     base_env = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     prefect_home = str((settings.stack_dir / "prefect-home").resolve())
+    worker_name = f"cropflow-{h}-{st.prefect_port}"
     return [
         Service(
             name="prefect-server",
@@ -125,9 +128,19 @@ def plan(settings: Settings) -> list[Service]:
         ),
         Service(
             name="prefect-worker",
-            argv=[_bin("prefect"), "worker", "start", "--pool", st.work_pool, "--type", "process"],
-            url=f"{prefect_api} (pool {st.work_pool})",
-            health=_worker_online(prefect_api, st.work_pool),
+            argv=[
+                _bin("prefect"),
+                "worker",
+                "start",
+                "--pool",
+                st.work_pool,
+                "--type",
+                "process",
+                "--name",
+                worker_name,
+            ],
+            url=f"{prefect_api} (pool {st.work_pool}, worker {worker_name})",
+            health=_worker_online(prefect_api, st.work_pool, worker_name),
             env={**base_env, "PREFECT_HOME": prefect_home, "PREFECT_API_URL": prefect_api},
         ),
         Service(
