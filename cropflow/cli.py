@@ -17,7 +17,7 @@ from rich.console import Console
 
 from cropflow import stack
 from cropflow.cli_params import params_command
-from cropflow.errors import CropflowError
+from cropflow.errors import ConfigError, CropflowError
 from cropflow.settings import get_settings
 from cropflow.stac.search import SearchParams
 
@@ -121,6 +121,76 @@ def stack_down() -> None:
     """Stop every service of the stack (whole process groups)."""
     stopped = stack.down(get_settings())
     typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+def _key_values(pairs: list[str], params_file: Path | None) -> dict[str, Any]:
+    """``--params FILE`` then ``key=value`` pairs (values parsed as YAML: numbers, lists...)."""
+    import yaml
+
+    from cropflow.cli_params import load_params_file
+
+    data: dict[str, Any] = load_params_file(params_file) if params_file else {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"parameter {pair!r} is not key=value", hint="e.g. epochs=5")
+        data[key.strip()] = yaml.safe_load(value)
+    return data
+
+
+ParamPairs = Annotated[
+    list[str] | None, typer.Argument(help="Parameters as key=value (YAML values).")
+]
+ParamsFile = Annotated[Path | None, typer.Option("--params", help="YAML/JSON file of parameters.")]
+
+
+@app.command()
+@friendly_errors
+def deploy(
+    regions: Annotated[
+        Path | None, typer.Option(help="Folder of region files (default: deployments/regions).")
+    ] = None,
+) -> None:
+    """Apply every deployment (scheduled remap per region, retrain, on-demand stages)."""
+    from cropflow import ops
+    from cropflow.regions import REGIONS_DIR
+
+    for info in ops.deploy_all(regions or REGIONS_DIR):
+        typer.echo(info.model_dump_json())
+
+
+@app.command()
+@friendly_errors
+def trigger(
+    deployment: Annotated[str, typer.Argument(help="flow/deployment, or a flow's name.")],
+    params: ParamPairs = None,
+    params_file: ParamsFile = None,
+    wait: Annotated[bool, typer.Option(help="Wait until the run ends.")] = False,
+) -> None:
+    """Start a deployment's run on the Prefect server (PREFECT_API_URL)."""
+    from cropflow import ops
+
+    info = ops.trigger(deployment, _key_values(params or [], params_file))
+    typer.echo(info.model_dump_json())
+    if wait:
+        final = ops.wait_for_run(info.id)
+        typer.echo(final.model_dump_json())
+        if final.state != "COMPLETED":
+            raise typer.Exit(1)
+
+
+@app.command("run")
+@friendly_errors
+def run_flow(
+    flow: Annotated[str, typer.Argument(help="Flow name (see `cropflow deploy`).")],
+    params: ParamPairs = None,
+    params_file: ParamsFile = None,
+) -> None:
+    """Run a flow ad hoc in this process (Prefect's ephemeral API unless PREFECT_API_URL)."""
+    from cropflow import ops
+
+    result = ops.run_flow(flow, _key_values(params or [], params_file))
+    typer.echo(result.model_dump_json() if hasattr(result, "model_dump_json") else repr(result))
 
 
 @app.command()
