@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from cropflow.cli_params import params_command
 from cropflow.errors import ConfigError, CropflowError
 from cropflow.settings import get_settings
 from cropflow.stac.search import SearchParams
+
+if TYPE_CHECKING:
+    from flows.demo import DemoParams
 
 app = typer.Typer(
     name="cropflow",
@@ -52,6 +55,20 @@ app.add_typer(stac_app, name="stac")
 app.add_typer(stack_app, name="stack")
 
 
+def _run_demo(params: DemoParams) -> None:
+    from flows.demo import demo
+
+    summary = demo(params)
+    console.print("[bold green]demo finished[/]; outputs:")
+    typer.echo(summary.to_text())
+
+
+def _demo_params() -> type[DemoParams]:
+    from flows.demo import DemoParams
+
+    return DemoParams
+
+
 def _run_search(params: SearchParams) -> None:
     from flows.search import search_flow
 
@@ -60,6 +77,15 @@ def _run_search(params: SearchParams) -> None:
     typer.echo(f"items: {result.uri}")
 
 
+params_command(
+    app,
+    "demo",
+    _demo_params(),
+    _run_demo,
+    "The main job on the embedded default: generate the demo region, serve it over a local "
+    "STAC API, search, build the cube, join labels, train and register a model, map.",
+    wrap=friendly_errors,
+)
 params_command(
     app,
     "search",

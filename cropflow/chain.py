@@ -1,0 +1,106 @@
+"""What the chained flows (retrain, remap_region, demo) need beyond the stage libraries.
+
+Small functions that turn a region's configuration into the parameters of each stage. The
+stage parameter models stay the one home of their defaults: a region only overrides what it
+states (grid, period, model alias, labels).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pydantic import BaseModel, Field
+
+from cropflow.cube import CubeParams
+from cropflow.demo import DemoConfig
+from cropflow.errors import ConfigError
+from cropflow.labels import LabelSource
+from cropflow.regions import RegionConfig
+from cropflow.settings import Settings, get_settings
+from cropflow.stac.search import SearchParams
+
+
+def cube_params_for(
+    region: RegionConfig, base: CubeParams, today: date | None = None
+) -> CubeParams:
+    """``base`` with the region's grid, compositing period and season window applied."""
+    data = base.model_dump()
+    if region.grid is not None:
+        grid = dict(data["grid"])
+        if region.grid.crs is not None:
+            grid["crs"] = region.grid.crs
+        if region.grid.resolution is not None:
+            grid["resolution"] = region.grid.resolution
+        data["grid"] = grid
+    if region.cube_period is not None:
+        data["period"] = region.cube_period
+    start, end = region.season.interval(today)
+    data["start"] = data["start"] or start
+    data["end"] = data["end"] or end
+    return CubeParams.model_validate(data)
+
+
+def search_params_for(region: RegionConfig, settings: Settings | None = None) -> SearchParams:
+    """The region's STAC search for a run today (placeholders filled from ``settings``)."""
+    params: SearchParams = region.search_params(settings or get_settings())
+    return params
+
+
+def labels_for(region: RegionConfig, settings: Settings | None = None) -> LabelSource:
+    """The region's labels and mapping for a retrain; ConfigError when it has none."""
+    s = settings or get_settings()
+    labels, mapping = region.labels_path(s), region.mapping_path(s)
+    if labels is None or mapping is None:
+        raise ConfigError(
+            f"region {region.name!r} has no labels to train on",
+            hint="set `labels` and `mapping` in its region file",
+        )
+    for what, path in (("labels", labels), ("mapping", mapping)):
+        if not path.exists():
+            raise ConfigError(
+                f"{what} file {path} of region {region.name!r} does not exist",
+                hint="generate the demo region (`cropflow demo`) or fix the region file",
+            )
+    return LabelSource(path=str(labels), mapping_path=str(mapping))
+
+
+def embedded_demo_region(settings: Settings | None = None) -> RegionConfig:
+    """The bundled demo region for a run without the stack: its STAC API is served by the
+    search step itself (on 127.0.0.1, for the search's duration) instead of the stack's."""
+    from cropflow.regions import get_region
+
+    region = get_region("demo").model_copy(update={"api_url": None})
+    s = settings or get_settings()
+    if not (s.demo_dir / "stac" / "items.json").exists():
+        raise ConfigError(
+            f"the demo region is not generated under {s.demo_dir}",
+            hint="run `cropflow demo` (it generates the region first)",
+        )
+    return region
+
+
+def demo_config(size: str, seed: int | None) -> DemoConfig:
+    """The demo region's configuration for a size preset ('default' or 'tiny') and seed."""
+    config = DemoConfig.tiny() if size == "tiny" else DemoConfig()
+    return config if seed is None else config.model_copy(update={"seed": seed})
+
+
+class ChainSummary(BaseModel):
+    """Where a chained run left its outputs (references only)."""
+
+    region: str
+    search_uri: str | None = None
+    cube_uri: str | None = None
+    training_set_uri: str | None = None
+    mlflow_run_id: str | None = None
+    model_version: str | None = None
+    model_alias: str | None = None
+    products_dir: str | None = None
+    products: dict[str, str] = Field(default_factory=dict)
+
+    def to_text(self) -> str:
+        """A few lines for the CLI."""
+        rows = [(k, v) for k, v in self.model_dump(exclude={"products"}).items() if v]
+        rows += sorted(self.products.items())
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

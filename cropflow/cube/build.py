@@ -1,0 +1,209 @@
+"""Building a cube: plan (no reads) -> region tasks on Dask -> final step.
+
+``build_cube`` = ``plan_cube`` + ``write_cube``. ``write_cube`` is the only step that reads
+pixels: one Dask task per missing region (read its COG windows, composite, write its Zarr
+chunks, write its marker), so memory is bounded by the region, never the area, and a re-run
+after a crash computes only the regions without a marker. ``lazy_cube`` gives the same cube as
+a lazy xarray Dataset (nothing is read until it is computed).
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import pystac
+import xarray as xr
+from dask.highlevelgraph import HighLevelGraph
+from distributed import Client, as_completed
+
+from cropflow.cube.cluster import dask_client
+from cropflow.cube.grid import Region
+from cropflow.cube.params import CubeParams
+from cropflow.cube.plan import BadItem, BandRuleSource, CubePlan, check_bad_fraction, plan_cube
+from cropflow.cube.region import RegionStats, compute_region
+from cropflow.cube.store import (
+    CubeRef,
+    create_store,
+    cube_path,
+    dir_size,
+    done_regions,
+    finalize,
+    partial_path,
+    read_ref,
+    step_stats,
+    store_key,
+    template,
+    write_region,
+)
+from cropflow.errors import DataError
+from cropflow.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def default_cube_uri(plan: CubePlan, workdir: Path | None = None) -> Path:
+    """``<workdir>/cubes/<key>.zarr``: the same plan always maps to the same store."""
+    return ((workdir or get_settings().workdir) / "cubes" / f"{plan.key}.zarr").resolve()
+
+
+def build_region(region: Region, plan: CubePlan, path: str) -> RegionStats:
+    """One region task: compute it, write its chunks and its marker; return its stats."""
+    result = compute_region(plan, region)
+    write_region(Path(path), result)
+    return result.stats
+
+
+def _collect_bad(plan: CubePlan, stats: Sequence[RegionStats]) -> list[BadItem]:
+    seen = {b.id for b in plan.bad_items}
+    bad = list(plan.bad_items)
+    for s in stats:
+        for b in s.bad_items:
+            if b.id not in seen:
+                seen.add(b.id)
+                bad.append(b)
+    return bad
+
+
+def _run_regions(
+    client: Client, plan: CubePlan, todo: list[Region], path: Path
+) -> list[RegionStats]:
+    plan_future = client.scatter(plan, broadcast=True)
+    futures = client.map(build_region, todo, plan=plan_future, path=str(path), pure=False)
+    out: list[RegionStats] = []
+    try:
+        for fut in as_completed(futures):
+            out.append(fut.result())
+    except Exception as exc:
+        client.cancel(futures)
+        raise DataError(
+            f"a region of cube {plan.key} failed after {len(out)} of {len(todo)} were written: "
+            f"{type(exc).__name__}: {exc}",
+            hint="fix the cause and re-run the same build: finished regions are kept",
+        ) from exc
+    return out
+
+
+def write_cube(
+    plan: CubePlan, uri: str | Path | None = None, client: Client | None = None
+) -> CubeRef:
+    """Write (or resume, or find finished) the cube of ``plan``; returns its reference."""
+    final = cube_path(uri) if uri is not None else default_cube_uri(plan)
+    partial = partial_path(final)
+    if final.exists():
+        if store_key(final) == plan.key:
+            log.info("cube %s already complete", final)
+            return read_ref(final).model_copy(update={"regions_written": 0, "elapsed_s": 0.0})
+        raise DataError(
+            f"{final} already holds another cube (different parameters or items)",
+            hint="choose another output path, or delete the old cube",
+        )
+    t0 = time.perf_counter()
+    done = done_regions(partial) if store_key(partial) == plan.key else {}
+    if not done:
+        create_store(partial, plan)
+    regions = plan.regions()
+    todo = [r for r in regions if r.key not in done]
+    log.info("cube %s: %d regions, %d to write", plan.key, len(regions), len(todo))
+    ctx: AbstractContextManager[Client] = nullcontext(client) if client else dask_client()
+    new: list[RegionStats] = []
+    if todo:
+        with ctx as c:
+            new = _run_regions(c, plan, todo, partial)
+    stats = [*done.values(), *new]
+    bad = _collect_bad(plan, stats)
+    n_considered = len(plan.items) + len(plan.bad_items)
+    check_bad_fraction(len(bad), n_considered, plan.params.max_bad_fraction, bad)
+    bad_ids = {b.id for b in bad}
+    ref = CubeRef(
+        uri=str(final),
+        key=plan.key,
+        grid=plan.grid,
+        chunk=plan.chunk,
+        period=plan.axis.period,
+        times=[t.isoformat() for t in plan.axis.times],
+        bands=plan.params.bands,
+        indices=plan.params.indices,
+        n_items=sum(1 for i in plan.items if i.id not in bad_ids),
+        bad_items=bad,
+        regions_total=len(regions),
+        regions_written=len(new),
+        size_bytes=dir_size(partial),
+        elapsed_s=time.perf_counter() - t0,
+        task_s=sum(s.seconds + s.write_seconds for s in new),
+        steps=step_stats(plan, stats),
+    )
+    finalize(partial, final, ref.model_dump(mode="json", exclude={"uri"}), bad)
+    return ref
+
+
+def build_cube(
+    items: Sequence[pystac.Item],
+    rules: BandRuleSource,
+    params: CubeParams | None = None,
+    uri: str | Path | None = None,
+    *,
+    client: Client | None = None,
+    provider: str | None = None,
+    search_uri: str | None = None,
+) -> CubeRef:
+    """Plan and write a cube from STAC items and a provider profile (``rules``)."""
+    plan = plan_cube(items, rules, params or CubeParams(), provider=provider, search_uri=search_uri)
+    return write_cube(plan, uri, client=client)
+
+
+def _region_arrays(plan: CubePlan, region: Region) -> dict[str, object]:
+    return dict(compute_region(plan, region).arrays)
+
+
+def lazy_cube(plan: CubePlan) -> xr.Dataset:
+    """The cube as a lazy Dataset: one dask task per region, nothing read until computed."""
+    ds = template(plan)
+    regions = plan.regions()
+    ny = max(r.iy for r in regions) + 1
+    nx = max(r.ix for r in regions) + 1
+    ychunks = tuple(r.shape[0] for r in regions if r.ix == 0)
+    xchunks = tuple(r.shape[1] for r in regions if r.iy == 0)
+    base = f"cube-region-{plan.key}"
+    base_layer: dict[Any, Any] = {(base, r.iy, r.ix): (_region_arrays, plan, r) for r in regions}
+    for name in plan.variables:
+        vname = f"cube-{name}-{plan.key}"
+        layer: dict[Any, Any] = {
+            (vname, 0, iy, ix): (operator.getitem, (base, iy, ix), name)
+            for iy in range(ny)
+            for ix in range(nx)
+        }
+        graph = HighLevelGraph({base: base_layer, vname: layer}, {base: set(), vname: {base}})
+        arr = da.Array(
+            graph, vname, chunks=((len(plan.axis),), ychunks, xchunks), dtype=ds[name].dtype
+        )
+        ds[name] = ds[name].copy(data=arr)
+    return ds
+
+
+def plan_from_search(
+    search_uri: str, provider: str | None = None, params: CubeParams | None = None
+) -> CubePlan:
+    """Plan a cube from a saved search (``SearchResult.uri``) and a provider profile name.
+
+    The provider defaults to the one recorded with the search, then ``settings.stac.provider``.
+    """
+    from cropflow.stac.providers import get_profile
+    from cropflow.stac.search import PROVENANCE_KEY, load_search
+
+    items = load_search(search_uri)
+    recorded = (items.extra_fields.get(PROVENANCE_KEY) or {}).get("provider")
+    name = provider or recorded or get_settings().stac.provider
+    return plan_cube(
+        list(items),
+        get_profile(name),
+        params or CubeParams(),
+        provider=name,
+        search_uri=search_uri,
+    )

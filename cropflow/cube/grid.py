@@ -1,0 +1,188 @@
+"""Grid arithmetic: UTM zone choice, snapping, the target grid and its partition into regions.
+
+Pure functions of numbers (no I/O), so that hypothesis can check them: snapped bounds contain
+the requested ones and sit on multiples of the resolution; regions cover the grid exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from affine import Affine
+from odc.geo import geom
+from odc.geo.geobox import GeoBox
+from pydantic import BaseModel, ConfigDict, Field
+from pyproj import CRS
+
+from cropflow.cube.params import BBox, GridParams
+from cropflow.errors import AOIError, ConfigError
+
+#: Relative tolerance when deciding that a coordinate already sits on a pixel edge.
+SNAP_EPS = 1e-9
+#: Chunk sides tried (largest first) when the chunk size is chosen from the memory budget.
+AUTO_CHUNKS = (1024, 512, 256)
+
+
+def utm_zone(lon: float, lat: float) -> int:
+    """UTM zone number (1..60) of a point, with the Norway and Svalbard exceptions."""
+    if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
+        raise AOIError(f"point ({lon}, {lat}) is not a longitude/latitude", hint="use degrees")
+    if 56.0 <= lat < 64.0 and 3.0 <= lon < 12.0:
+        return 32
+    if 72.0 <= lat <= 84.0 and 0.0 <= lon < 42.0:
+        if lon < 9.0:
+            return 31
+        if lon < 21.0:
+            return 33
+        if lon < 33.0:
+            return 35
+        return 37
+    return min(int((lon + 180.0) // 6.0) + 1, 60)
+
+
+def utm_epsg(lon: float, lat: float) -> int:
+    """EPSG code of the WGS 84 / UTM zone of a point: 326zz north, 327zz south."""
+    return (32600 if lat >= 0 else 32700) + utm_zone(lon, lat)
+
+
+def snap_bounds(bounds: BBox, resolution: float) -> BBox:
+    """Bounds grown outward to the nearest multiples of ``resolution``."""
+    x0, y0, x1, y1 = bounds
+    r = resolution
+    return (
+        math.floor(x0 / r + SNAP_EPS) * r,
+        math.floor(y0 / r + SNAP_EPS) * r,
+        math.ceil(x1 / r - SNAP_EPS) * r,
+        math.ceil(y1 / r - SNAP_EPS) * r,
+    )
+
+
+def crs_string(crs: CRS) -> str:
+    """'EPSG:nnnn' when the CRS has an EPSG code, else its WKT2."""
+    code = crs.to_epsg()
+    return f"EPSG:{code}" if code is not None else crs.to_wkt()
+
+
+class GridSpec(BaseModel):
+    """A north-up pixel grid: CRS, resolution and snapped bounds (shape follows)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    crs: str = Field(description="'EPSG:nnnn' or WKT2.")
+    resolution: float = Field(gt=0)
+    bounds: BBox = Field(description="(min_x, min_y, max_x, max_y), multiples of resolution.")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        x0, y0, x1, y1 = self.bounds
+        return (round((y1 - y0) / self.resolution), round((x1 - x0) / self.resolution))
+
+    @property
+    def transform(self) -> Affine:
+        """Pixel -> CRS transform (north up)."""
+        x0, _, _, y1 = self.bounds
+        r = self.resolution
+        return Affine(r, 0.0, x0, 0.0, -r, y1)
+
+    def geobox(self) -> GeoBox:
+        """The grid as an odc-geo GeoBox."""
+        return GeoBox(self.shape, self.transform, self.crs)
+
+    def describe(self) -> str:
+        """One line for logs and summaries."""
+        h, w = self.shape
+        crs = self.crs if self.crs.startswith("EPSG:") else CRS.from_user_input(self.crs).name
+        return f"{crs}, {self.resolution:g} units/px, {w} x {h} px, bounds {list(self.bounds)}"
+
+
+def make_grid(crs: str | CRS, resolution: float, bounds: BBox) -> GridSpec:
+    """The grid of ``bounds`` (in ``crs``) snapped outward to ``resolution``."""
+    try:
+        c = crs if isinstance(crs, CRS) else CRS.from_user_input(crs)
+    except Exception:
+        raise ConfigError(f"grid crs {crs!r} is not a CRS", hint="use e.g. 'EPSG:32633'") from None
+    snapped = snap_bounds(bounds, resolution)
+    spec = GridSpec(crs=crs_string(c), resolution=resolution, bounds=snapped)
+    if min(spec.shape) < 1:
+        raise ConfigError(f"grid bounds {list(bounds)} are empty", hint="give a larger area")
+    return spec
+
+
+def derive_grid(params: GridParams, aoi_lonlat: BBox) -> GridSpec:
+    """The target grid: the user's CRS/bounds where given, else the UTM zone of the AOI centroid.
+
+    ``aoi_lonlat`` (west, south, east, north) is used where ``params.bbox`` and
+    ``params.bounds`` are unset (typically the union of the items' footprints).
+    """
+    if params.crs is not None and params.bounds is not None:
+        return make_grid(params.crs, params.resolution, params.bounds)
+    west, south, east, north = params.bbox or aoi_lonlat
+    if params.crs is not None:
+        crs = CRS.from_user_input(params.crs)
+    else:
+        crs = CRS.from_epsg(utm_epsg((west + east) / 2.0, (south + north) / 2.0))
+    box = geom.box(west, south, east, north, "EPSG:4326")
+    projected = box.to_crs(crs, resolution=abs(east - west) / 64 or 1e-4)
+    x0, y0, x1, y1 = projected.boundingbox
+    return make_grid(crs, params.resolution, (x0, y0, x1, y1))
+
+
+@dataclass(frozen=True, order=True)
+class Region:
+    """One write region: a block of the grid, aligned to the Zarr chunks."""
+
+    iy: int
+    ix: int
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    @property
+    def key(self) -> str:
+        """Stable name, e.g. '3-7'."""
+        return f"{self.iy}-{self.ix}"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.y1 - self.y0, self.x1 - self.x0)
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return (slice(self.y0, self.y1), slice(self.x0, self.x1))
+
+
+def iter_regions(shape: tuple[int, int], chunk: int) -> Iterator[Region]:
+    """Row-major blocks of ``chunk`` x ``chunk`` pixels (smaller at the right/bottom edges)."""
+    if chunk < 1:
+        raise ConfigError(f"chunk size {chunk} must be positive", hint="use e.g. 512")
+    h, w = shape
+    for iy, y0 in enumerate(range(0, h, chunk)):
+        for ix, x0 in enumerate(range(0, w, chunk)):
+            yield Region(iy, ix, y0, min(y0 + chunk, h), x0, min(x0 + chunk, w))
+
+
+def regions(shape: tuple[int, int], chunk: int) -> list[Region]:
+    """All regions of a grid (see :func:`iter_regions`)."""
+    return list(iter_regions(shape, chunk))
+
+
+def region_memory_bytes(
+    chunk: int, n_out_times: int, n_vars: int, n_in_per_period: int, n_in_bands: int
+) -> int:
+    """Rough peak bytes of one region task: float32 outputs + one period's uint16 inputs."""
+    px = chunk * chunk
+    return px * (4 * n_out_times * n_vars + 2 * n_in_per_period * n_in_bands + 16)
+
+
+def choose_chunk(
+    budget_bytes: int, n_out_times: int, n_vars: int, n_in_per_period: int, n_in_bands: int
+) -> int:
+    """The largest of :data:`AUTO_CHUNKS` whose region fits the budget (else the smallest)."""
+    for c in AUTO_CHUNKS:
+        if region_memory_bytes(c, n_out_times, n_vars, n_in_per_period, n_in_bands) <= budget_bytes:
+            return c
+    return AUTO_CHUNKS[-1]

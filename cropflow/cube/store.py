@@ -1,0 +1,381 @@
+"""The cube on disk: a Zarr v3 group, written region by region, resumable, atomic on completion.
+
+Cube format (``cropflow-cube/1``; the labels, training and prediction steps code against it)
+-------------------------------------------------------------------------------------------
+A Zarr v3 group (no consolidated metadata). Open it with :func:`open_cube`, or with
+``xr.open_zarr(uri, consolidated=False, decode_coords="all")``; ``ds.odc.geobox`` and
+``ds.rio.crs`` then work.
+
+Data variables, all with dims ``(time, y, x)``, chunked ``(all times, chunk, chunk)`` (time
+in chunks of ``params.time_chunk`` when set):
+
+* one ``float32`` variable per band NAME (``red``, ``nir``, ...): surface reflectance
+  (``stored * scale + offset`` of the provider's rule), median of the valid observations of
+  the time step; NaN where nothing valid was seen and nothing could be interpolated;
+* one ``float32`` variable per index NAME (``ndvi``, ...), computed from those composites;
+* ``valid_count`` (``uint8``, or ``uint16`` when a step can hold more than 255 acquisitions):
+  valid (unmasked, not nodata) observations behind each value; 0 = none;
+* ``interpolated`` (``bool``): the value was filled by linear interpolation in time
+  (``valid_count`` is then 0).
+
+Coordinates: ``time`` (period start for composites; acquisition time for ``period=None``,
+naive UTC), ``y`` and ``x`` (pixel centres, grid CRS units, y decreasing), ``spatial_ref``
+(scalar; ``crs_wkt``/``spatial_ref``/``GeoTransform`` attributes, CF grid mapping; every data
+variable has ``grid_mapping: spatial_ref``).
+
+Group attributes (JSON): ``cropflow:format``, ``cropflow:complete`` (false until the final
+step), ``cropflow:key`` (hash of parameters, grid, items), ``cropflow:params``,
+``cropflow:grid``, ``cropflow:time`` (period starts/ends), ``cropflow:items`` (ids used),
+``cropflow:bad_items`` (skipped items and why), ``cropflow:provider``,
+``cropflow:search_uri``, ``cropflow:versions`` and, once complete, ``cropflow:summary``.
+
+Life cycle: a build writes ``<name>.zarr.partial`` (every region writes its chunks, then an
+atomic marker ``_cropflow_regions/<iy>-<ix>.json``); a re-run skips regions with a marker; the
+final step records the summary, sets ``cropflow:complete`` and renames the store to
+``<name>.zarr``. A reader can therefore tell an incomplete cube (no final path, or the flag is
+false); :func:`open_cube` refuses one with a DataError.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+from odc.geo.xr import xr_coords
+from pydantic import BaseModel, Field
+from zarr.codecs import BloscCodec, ZstdCodec
+
+from cropflow.cube.grid import GridSpec
+from cropflow.cube.indices import INDICES
+from cropflow.cube.plan import CUBE_FORMAT, BadItem, CubePlan, version_info
+from cropflow.cube.region import RegionResult, RegionStats
+from cropflow.errors import DataError
+
+MARKER_DIR = "_cropflow_regions"
+PARTIAL_SUFFIX = ".partial"
+ATTR = "cropflow:"
+
+
+def cube_path(uri: str | Path) -> Path:
+    """Local path of a cube URI (a path or a ``file://`` URI)."""
+    text = str(uri)
+    if text.startswith("file://"):
+        return Path(url2pathname(urlparse(text).path))
+    if "://" in text:
+        raise DataError(f"cube URI {text!r} is not a local path", hint="use a path or file://")
+    return Path(text)
+
+
+def partial_path(final: Path) -> Path:
+    """Where an unfinished build of ``final`` lives."""
+    return final.with_name(final.name + PARTIAL_SUFFIX)
+
+
+def _compressor(name: str) -> Any:
+    if name == "blosc-blosclz":  # the fastest of these on float32 reflectance, same ratio
+        return BloscCodec(cname="blosclz", clevel=5, shuffle="shuffle")
+    if name == "blosc-lz4":
+        return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+    if name == "blosc-zstd":
+        return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+    return ZstdCodec(level=3)
+
+
+def _var_attrs(name: str, plan: CubePlan) -> dict[str, Any]:
+    if name in plan.params.bands:
+        return {
+            "long_name": f"{name} surface reflectance",
+            "units": "1",
+            "kernel": plan.kernels[name],
+        }
+    if name in INDICES:
+        return {"long_name": INDICES[name].description, "units": "1"}
+    if name == "valid_count":
+        return {"long_name": "valid observations behind the value", "units": "1"}
+    return {"long_name": "value filled by linear interpolation in time"}
+
+
+def _dtype(name: str, plan: CubePlan) -> np.dtype:
+    if name == "valid_count":
+        return np.dtype(plan.count_dtype)
+    if name == "interpolated":
+        return np.dtype(bool)
+    return np.dtype(np.float32)
+
+
+def template(plan: CubePlan) -> xr.Dataset:
+    """The cube's empty, lazily backed Dataset: coordinates, variables, chunks, attributes."""
+    gbox = plan.geobox()
+    h, w = gbox.shape.yx
+    n = len(plan.axis)
+    chunks = _chunks(plan)
+    coords: dict[str, Any] = {
+        str(k): v for k, v in xr_coords(gbox, crs_coord_name="spatial_ref").items()
+    }
+    coords["time"] = pd.DatetimeIndex(plan.axis.times)
+    data_vars = {}
+    for name in plan.variables:
+        arr = da.zeros((n, h, w), chunks=chunks, dtype=_dtype(name, plan))
+        attrs = {**_var_attrs(name, plan), "grid_mapping": "spatial_ref"}
+        data_vars[name] = xr.Variable(("time", "y", "x"), arr, attrs=attrs)
+    return xr.Dataset(data_vars, coords=coords)
+
+
+def _chunks(plan: CubePlan) -> tuple[int, int, int]:
+    n = len(plan.axis)
+    return (min(plan.params.time_chunk or n, n), plan.chunk, plan.chunk)
+
+
+def _encoding(plan: CubePlan) -> dict[str, dict[str, Any]]:
+    comp = _compressor(plan.params.compressor)
+    enc: dict[str, dict[str, Any]] = {}
+    for name in plan.variables:
+        enc[name] = {"chunks": _chunks(plan), "compressors": [comp]}
+        if _dtype(name, plan).kind == "f":
+            enc[name]["_FillValue"] = np.nan
+    enc["time"] = {"units": "seconds since 1970-01-01", "dtype": "int64"}
+    return enc
+
+
+def provenance(plan: CubePlan) -> dict[str, Any]:
+    """The group attributes recorded when a build starts."""
+    return {
+        ATTR + "format": CUBE_FORMAT,
+        ATTR + "complete": False,
+        ATTR + "key": plan.key,
+        ATTR + "params": plan.params.model_dump(mode="json"),
+        ATTR + "grid": {
+            **plan.grid.model_dump(mode="json"),
+            "shape": list(plan.grid.shape),
+            "chunk": plan.chunk,
+        },
+        ATTR + "time": {
+            "period": plan.axis.period,
+            "starts": [t.isoformat() for t in plan.axis.starts],
+            "ends": [t.isoformat() for t in plan.axis.ends],
+        },
+        ATTR + "items": [i.id for i in plan.items],
+        ATTR + "n_items_in": plan.n_items_in,
+        ATTR + "bad_items": [b.model_dump() for b in plan.bad_items],
+        ATTR + "provider": plan.provider,
+        ATTR + "search_uri": plan.search_uri,
+        ATTR + "versions": version_info(),
+    }
+
+
+def create_store(path: Path, plan: CubePlan) -> None:
+    """Write the group's metadata and coordinates (no data chunk) at ``path``."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = template(plan)
+    ds.attrs.update(provenance(plan))
+    ds.to_zarr(
+        path, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=_encoding(plan)
+    )
+
+
+def store_key(path: Path) -> str | None:
+    """The plan key recorded in a store, or None if there is no readable store."""
+    try:
+        attrs = zarr.open_group(str(path), mode="r", zarr_format=3).attrs.asdict()
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError):
+        return None
+    key = attrs.get(ATTR + "key")
+    return key if isinstance(key, str) else None
+
+
+def write_region(path: Path, result: RegionResult) -> None:
+    """Write one region's arrays into their chunks, then its completion marker."""
+    t0 = time.perf_counter()
+    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    r = result.region
+    for name, arr in result.arrays.items():
+        target = group[name]
+        if not isinstance(target, zarr.Array):
+            raise DataError(f"{path}/{name} is not an array", hint="delete the partial cube")
+        target[:, r.y0 : r.y1, r.x0 : r.x1] = arr.astype(target.dtype, copy=False)
+    result.stats.write_seconds = time.perf_counter() - t0
+    write_marker(path, result.stats)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_marker(path: Path, stats: RegionStats) -> None:
+    """Record that a region is written (atomically)."""
+    folder = path / MARKER_DIR
+    folder.mkdir(exist_ok=True)
+    _write_atomic(folder / f"{stats.key}.json", stats.model_dump_json())
+
+
+def done_regions(path: Path) -> dict[str, RegionStats]:
+    """Markers of the regions already written in a partial store."""
+    folder = path / MARKER_DIR
+    if not folder.is_dir():
+        return {}
+    out = {}
+    for f in folder.glob("*.json"):
+        s = RegionStats.model_validate_json(f.read_text())
+        out[s.key] = s
+    return out
+
+
+class StepStats(BaseModel):
+    """Valid-observation statistics of one time step over the whole cube."""
+
+    time: str
+    mean_valid_obs: float = Field(description="Mean valid observations per pixel.")
+    observed_fraction: float = Field(description="Pixels with at least one valid observation.")
+    interpolated_fraction: float
+    empty_fraction: float
+
+
+class CubeRef(BaseModel):
+    """A finished cube, by reference, with what a summary shows."""
+
+    uri: str = Field(description="Local path of the Zarr store.")
+    key: str
+    grid: GridSpec
+    chunk: int
+    period: str | None
+    times: list[str]
+    bands: list[str]
+    indices: list[str]
+    n_items: int = Field(description="Items used.")
+    bad_items: list[BadItem] = Field(default_factory=list)
+    regions_total: int
+    regions_written: int = Field(description="Regions written by this run (others resumed).")
+    size_bytes: int
+    elapsed_s: float = Field(description="Wall time of this run's write step.")
+    task_s: float = Field(
+        0.0, description="Summed time of this run's region tasks (compute + write), all workers."
+    )
+    steps: list[StepStats]
+
+    def to_markdown(self) -> str:
+        """A short report: grid, periods, valid observations, size, time."""
+        h, w = self.grid.shape
+        lines = [
+            f"# Datacube `{self.key}`",
+            "",
+            f"- store: `{self.uri}`",
+            f"- grid: {self.grid.describe()} (chunk {self.chunk} px)",
+            f"- time: {len(self.times)} steps, period {self.period or 'acquisition dates'}",
+            f"- bands: {', '.join(self.bands)}; indices: {', '.join(self.indices) or 'none'}",
+            f"- items used: {self.n_items}; skipped as unreadable: {len(self.bad_items)}",
+            f"- regions: {self.regions_total} ({self.regions_written} written by this run)",
+            f"- size on disk: {self.size_bytes / 2**20:.1f} MiB for {h * w * len(self.times)} "
+            "pixel-steps",
+            f"- write time: {self.elapsed_s:.1f} s wall, {self.task_s:.1f} s in region tasks",
+            "",
+            "| time | mean valid obs | observed | interpolated | empty |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {s.time} | {s.mean_valid_obs:.2f} | {s.observed_fraction:.1%} | "
+            f"{s.interpolated_fraction:.1%} | {s.empty_fraction:.1%} |"
+            for s in self.steps
+        ]
+        for b in self.bad_items:
+            lines.append(f"\n- skipped item `{b.id}` ({b.stage}, {b.band}): {b.reason}")
+        return "\n".join(lines) + "\n"
+
+
+def step_stats(plan: CubePlan, stats: Iterable[RegionStats]) -> list[StepStats]:
+    """Aggregate region stats into per-step cube statistics."""
+    n = len(plan.axis)
+    total = 0
+    sums = np.zeros((4, n), dtype=np.int64)
+    for s in stats:
+        total += s.n_pixels
+        sums += np.array([s.valid_obs, s.observed, s.interpolated, s.empty], dtype=np.int64)
+    total = max(total, 1)
+    return [
+        StepStats(
+            time=plan.axis.times[i].isoformat(),
+            mean_valid_obs=float(sums[0, i] / total),
+            observed_fraction=float(sums[1, i] / total),
+            interpolated_fraction=float(sums[2, i] / total),
+            empty_fraction=float(sums[3, i] / total),
+        )
+        for i in range(n)
+    ]
+
+
+def dir_size(path: Path) -> int:
+    """Bytes of all files under ``path``."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def finalize(partial: Path, final: Path, summary: dict[str, Any], bad: list[BadItem]) -> None:
+    """The final step: record summary and skipped items, mark complete, rename into place."""
+    group = zarr.open_group(str(partial), mode="r+", zarr_format=3)
+    group.attrs.update(
+        {
+            ATTR + "summary": summary,
+            ATTR + "bad_items": [b.model_dump() for b in bad],
+            ATTR + "complete": True,
+        }
+    )
+    shutil.rmtree(partial / MARKER_DIR, ignore_errors=True)
+    if final.exists():
+        shutil.rmtree(final)
+    partial.replace(final)
+
+
+def read_ref(path: Path) -> CubeRef:
+    """The CubeRef recorded in a complete cube's attributes."""
+    attrs = zarr.open_group(str(path), mode="r", zarr_format=3).attrs.asdict()
+    summary = attrs.get(ATTR + "summary")
+    if not isinstance(summary, dict):
+        raise DataError(f"cube {path} has no summary", hint="re-run the build")
+    return CubeRef.model_validate({**summary, "uri": str(path)})
+
+
+def open_cube(uri: str | Path, require_complete: bool = True) -> xr.Dataset:
+    """Open a cube lazily (dask arrays), refusing a missing or incomplete one with DataError."""
+    path = cube_path(uri)
+    partial = partial_path(path)
+    if not path.exists():
+        if partial.exists():
+            done = len(done_regions(partial))
+            raise DataError(
+                f"cube {path} is incomplete: its build stopped after {done} region(s) "
+                f"({partial} holds the partial store)",
+                hint="re-run the same build; it resumes where it stopped",
+            )
+        raise DataError(f"no cube at {path}", hint="build it first (the build_cube flow)")
+    try:
+        ds = xr.open_zarr(path, consolidated=False, decode_coords="all", zarr_format=3)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError) as exc:
+        raise DataError(
+            f"{path} is not a readable cube ({exc})", hint="re-run the build that writes it"
+        ) from None
+    if require_complete and ds.attrs.get(ATTR + "complete") is not True:
+        raise DataError(
+            f"cube {path} is incomplete (cropflow:complete is not set)",
+            hint="re-run the build to finish it, or pass require_complete=False to inspect it",
+        )
+    return ds
+
+
+def cube_json(path: Path) -> str:
+    """The cube's attributes as pretty JSON (for debugging and the CLI)."""
+    attrs = zarr.open_group(str(path), mode="r", zarr_format=3).attrs.asdict()
+    return json.dumps(attrs, indent=2, default=str)

@@ -1,0 +1,143 @@
+"""Reading the datacube for prediction: its metadata (no pixels) and windows of pixels.
+
+The cube format is the datacube package's: Zarr v3, one float32 variable per band name with
+dims ``(time, y, x)``, pixel-centre coordinates and a ``spatial_ref`` coordinate. Opening it
+reads metadata and coordinates only; :func:`read_window` reads the chunks of one window.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import xarray as xr
+from affine import Affine
+
+from cropflow.errors import DataError
+from cropflow.predict.tiling import Window
+
+#: Cube variables that are bookkeeping, not bands.
+NOT_BANDS = frozenset({"valid_count", "interpolated", "spatial_ref"})
+
+
+@dataclass(frozen=True)
+class CubeInfo:
+    """What prediction needs to know about a cube before reading any pixel."""
+
+    uri: str
+    bands: list[str]
+    times: npt.NDArray[np.datetime64]
+    height: int
+    width: int
+    crs_wkt: str
+    transform: tuple[float, float, float, float, float, float]
+    period: str | None
+    identity: str
+
+    @property
+    def n_time(self) -> int:
+        return len(self.times)
+
+    @property
+    def affine(self) -> Affine:
+        return Affine(*self.transform)
+
+
+def _open_lazy(uri: str) -> xr.Dataset:
+    """The cube with lazily indexed (not dask) variables: indexing reads only what it needs."""
+    try:
+        return xr.open_zarr(uri, consolidated=False, decode_coords="all", chunks=None)
+    except (FileNotFoundError, KeyError, ValueError, OSError) as exc:
+        raise DataError(
+            f"cannot open cube {uri!r}: {exc}",
+            hint="give the path or URI of a cube written by the cube flow",
+        ) from exc
+
+
+def _check_complete(uri: str) -> None:
+    """Let the datacube package refuse a missing or incomplete cube (a DataError)."""
+    from cropflow.cube.store import open_cube
+
+    open_cube(uri, require_complete=True)
+
+
+def inspect_cube(uri: str, check_complete: bool = True) -> CubeInfo:
+    """Bands, dates, grid and CRS of a cube; reads metadata and coordinates, no band data."""
+    if check_complete:
+        _check_complete(uri)
+    ds = open_lazy(uri)
+    for dim in ("time", "y", "x"):
+        if dim not in ds.dims:
+            raise DataError(
+                f"cube {uri!r} has no {dim!r} dimension (dims: {list(ds.dims)})",
+                hint="give a cube written by the cube flow (dims time, y, x)",
+            )
+    bands = [
+        str(name)
+        for name, var in ds.data_vars.items()
+        if name not in NOT_BANDS and set(var.dims) == {"time", "y", "x"}
+    ]
+    try:
+        import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
+
+        geobox = ds.odc.geobox
+    except Exception as exc:  # odc raises several types for a missing/odd CRS
+        raise DataError(
+            f"cube {uri!r} has no usable grid/CRS: {exc}",
+            hint="write the cube with a spatial_ref coordinate (the cube flow does)",
+        ) from exc
+    if geobox is None or geobox.crs is None:
+        raise DataError(
+            f"cube {uri!r} has no CRS", hint="write the cube with a spatial_ref coordinate"
+        )
+    a = geobox.affine
+    attrs = ds.attrs
+    time_attr = attrs.get("cropflow:time")
+    period = time_attr.get("period") if isinstance(time_attr, dict) else None
+    period = period or attrs.get("period") or attrs.get("cropflow:period")
+    identity = str(attrs.get("cropflow:key") or uri)
+    return CubeInfo(
+        uri=uri,
+        bands=bands,
+        times=np.asarray(ds["time"].values).astype("datetime64[ns]"),
+        height=int(ds.sizes["y"]),
+        width=int(ds.sizes["x"]),
+        crs_wkt=geobox.crs.to_wkt(),
+        transform=(a.a, a.b, a.c, a.d, a.e, a.f),
+        period=None if period is None else str(period),
+        identity=identity,
+    )
+
+
+@lru_cache(maxsize=4)
+def _cached(uri: str, stamp: int) -> xr.Dataset:
+    return _open_lazy(uri)
+
+
+def open_lazy(uri: str) -> xr.Dataset:
+    """The cube, lazily indexed, opened once per process (again when it was rewritten)."""
+    root = Path(uri) / "zarr.json"
+    stamp = root.stat().st_mtime_ns if root.exists() else 0
+    return _cached(uri, stamp)
+
+
+#: Threads reading the bands of a window concurrently (Zarr decodes them in parallel).
+_READERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cropflow-band")
+
+
+def read_window(uri: str, bands: list[str], window: Window) -> npt.NDArray[np.float32]:
+    """Pixels ``[T, C, h, w]`` (float32, NaN = missing) of ``bands`` in ``window``."""
+    ds = open_lazy(uri)
+    out = np.empty((ds.sizes["time"], len(bands), window.height, window.width), np.float32)
+
+    def read(c: int) -> None:
+        var = ds[bands[c]].transpose("time", "y", "x")
+        out[:, c] = var.isel(y=window.rows, x=window.cols).values
+
+    for done in [_READERS.submit(read, c) for c in range(len(bands))]:
+        done.result()
+    return out

@@ -1,0 +1,103 @@
+"""The model side of prediction: what a loaded model is, how to load it, how to run a batch.
+
+A :class:`ModelBundle` is a torch module that follows :mod:`models.base` (``forward(Batch) ->
+ModelOutput``) together with its :class:`~models.contract.InputContract` and where it came
+from. :func:`load_bundle` gets one from the MLflow registry (by alias or URI) through
+:mod:`cropflow.train`; tests and benchmarks build one directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor, nn
+
+from cropflow.classes import ClassMap
+from models.base import Batch, ModelOutput
+from models.contract import InputContract
+
+
+@dataclass
+class ModelBundle:
+    """A model ready for prediction, with its contract and provenance."""
+
+    model: nn.Module
+    contract: InputContract
+    uri: str
+    run_id: str | None = None
+    version: str | None = None
+    name: str | None = None
+
+    @property
+    def class_map(self) -> ClassMap:
+        return self.contract.class_map
+
+    @property
+    def input_kind(self) -> str:
+        return self.contract.input_kind
+
+    def identity(self) -> str:
+        """What makes this model this model: its registry version/run, else its weights."""
+        if self.run_id or self.version:
+            return f"{self.name}:{self.version}:{self.run_id}:{self.uri}"
+        digest = hashlib.sha256()
+        for key, tensor in sorted(self.model.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return f"weights:{digest.hexdigest()[:20]}"
+
+
+def load_bundle(spec: str | None = None) -> ModelBundle:
+    """Load a model from the registry: an alias of the registered model or an MLflow URI;
+    None: the registry's default alias (the champion)."""
+    from cropflow.train import load_model
+
+    loaded = load_model() if spec is None else load_model(spec)
+    return ModelBundle(
+        model=loaded.model,
+        contract=loaded.contract,
+        uri=loaded.uri,
+        run_id=loaded.run_id,
+        version=loaded.version,
+        name=loaded.name,
+    )
+
+
+def days_since_epoch(times: npt.NDArray[np.datetime64]) -> npt.NDArray[np.int64]:
+    """Cube dates as days since 1970-01-01 (what training sets store)."""
+    from cropflow.train.data import days_since_epoch as _days
+
+    return _days(times)
+
+
+def encode_dates(model: nn.Module, days: Tensor, pad_mask: Tensor) -> Tensor:
+    """``Batch.dates`` for this model from days since 1970-01-01, exactly as in training."""
+    from cropflow.train.engine import date_kind_of
+    from cropflow.train.engine import encode_dates as _encode
+
+    return _encode(days, pad_mask, date_kind_of(model))  # type: ignore[arg-type]
+
+
+class Normalise:
+    """The training normalisation (``(x - mean) / std``, non-finite -> 0) on numpy arrays."""
+
+    def __init__(self, contract: InputContract) -> None:
+        from cropflow.train.data import Normaliser
+
+        self._norm = Normaliser(contract.bands, contract.normalisation)
+
+    def __call__(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """``x`` is ``[N, T, C, ...]`` (channels on axis 2)."""
+        out: npt.NDArray[np.float32] = self._norm(torch.from_numpy(x)).numpy()
+        return out
+
+
+def forward_probs(model: nn.Module, batch: Batch) -> Tensor:
+    """Class probabilities (softmax over the class axis 1) of one batch, float32."""
+    out = model(batch)
+    logits = out.logits if isinstance(out, ModelOutput) else out
+    return torch.softmax(logits.float(), dim=1)

@@ -1,0 +1,138 @@
+"""Prediction parameters: the one typed home of every prediction default.
+
+The Prefect UI form of the ``predict`` flow and the ``cropflow predict`` command both read
+:class:`PredictParams`; nothing else repeats these defaults.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from cropflow.errors import ConfigError
+
+#: Samples per forward pass on CPU when ``batch_size`` is "auto", by input kind. On a GPU
+#: "auto" starts here and grows or shrinks to fit the device's free memory. Batches always
+#: have this many samples (the last one of a tile padded), so that a pixel's result never
+#: depends on the tiling; a smaller pixel batch wastes less on a tile's last batch.
+AUTO_BATCH: dict[str, int] = {"pixel": 2048, "patch": 8, "field": 16}
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class PredictOptions(BaseModel):
+    """How to predict, whatever the cube: model, tiling, devices, products.
+
+    The chained flows (remap of a region) take these and add the cube they built; see
+    :meth:`PredictParams.of`.
+    """
+
+    model: str | None = Field(
+        None,
+        description="Model to use: a registry alias of the registered model (champion, "
+        "challenger), or an MLflow model URI (models:/name/3, models:/m-<id>, runs:/<id>/model). "
+        "None: the registry's default, the champion.",
+    )
+    fields: str | None = Field(
+        None,
+        description="Field polygons (GeoPackage, GeoParquet, GeoJSON, ...). Needed by field "
+        "models; with any model they add the per-field results product.",
+    )
+    field_id_column: str | None = Field(
+        None, description="Column of `fields` holding a field id. None: the row number."
+    )
+    tile_size: int = Field(
+        256, ge=16, le=8192, description="Side of a tile in pixels (also the output chunk)."
+    )
+    patch_overlap: float = Field(
+        0.5,
+        ge=0.0,
+        lt=1.0,
+        description="Patch models: overlap of neighbouring patches, as a fraction of the "
+        "patch size (0 = patches side by side, no blending).",
+    )
+    blend: Literal["hann", "uniform"] = Field(
+        "hann",
+        description="Patch models: weight of a patch's pixels when overlapping patches are "
+        "averaged (hann: a raised-cosine window that fades towards the patch edges).",
+    )
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="Samples per forward pass (pixels, patches or fields). auto: a default per "
+        "input kind on CPU, sized to free memory on a GPU.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: every CUDA GPU when present (one model copy each), else CPU."
+    )
+    executor: Literal["auto", "dask", "local"] = Field(
+        "auto",
+        description="Where CPU tiles run. dask: on the Dask cluster of the settings "
+        "(LocalCluster unless an address is set); local: in this process. auto: local on a "
+        "GPU, dask on CPU.",
+    )
+    resume: bool = Field(
+        True,
+        description="Keep tiles finished by an earlier, interrupted run of the same prediction "
+        "(same cube, model and tiling). False: predict every tile again.",
+    )
+    products: bool = Field(True, description="Build and publish the map products.")
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_from_text(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        return value
+
+
+class PredictParams(PredictOptions):
+    """Everything one prediction run needs. Defaults here are the only ones."""
+
+    cube: str = Field(description="Path or URI of the datacube Zarr to map.")
+    key: str | None = Field(
+        None,
+        description="Name of the prediction (predictions/<key>.zarr). None: the cube's name.",
+    )
+    region: str | None = Field(
+        None, description="Name of the product folder (products/<region>/). None: the key."
+    )
+
+    @field_validator("key", "region")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        if value is not None and not _KEY_RE.match(value):
+            raise ConfigError(
+                f"name {value!r} is not usable as a folder name",
+                hint="use letters, digits, '.', '_' and '-', starting with a letter or digit",
+            )
+        return value
+
+    @classmethod
+    def of(
+        cls,
+        options: PredictOptions,
+        cube: str,
+        region: str | None = None,
+        model_alias: str | None = None,
+    ) -> PredictParams:
+        """``options`` applied to ``cube``; a region's ``model_alias`` overrides the model."""
+        data = options.model_dump()
+        if model_alias is not None:
+            data["model"] = model_alias
+        return cls(cube=cube, region=region, **data)
+
+    def prediction_key(self) -> str:
+        """The prediction's name: ``key``, else the cube's file name without ``.zarr``."""
+        if self.key:
+            return self.key
+        stem = Path(self.cube.rstrip("/")).name
+        stem = stem.removesuffix(".zarr") or "prediction"
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "-", stem).lstrip(".-_") or "prediction"
+        return safe
+
+    def region_name(self) -> str:
+        """The product folder's name: ``region``, else the prediction key."""
+        return self.region or self.prediction_key()

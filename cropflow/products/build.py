@@ -1,0 +1,221 @@
+"""Build every product of a prediction in a staging folder and publish it atomically.
+
+``products/<region>/`` after a successful run::
+
+    class_map.tif (+ .aux.xml)   probability.tif   confidence.tif   quicklook.png
+    class_area.csv   class_area.parquet   [fields.parquet   fields.gpkg]
+    catalog.json   <item id>/<item id>.json        (STAC, self-contained, relative hrefs)
+
+Nothing in ``products/<region>/`` changes until all of it is written; a failure leaves the
+previous products as they were.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import zarr
+from affine import Affine
+from pydantic import BaseModel, Field
+
+from cropflow.errors import DataError
+from cropflow.predict.fields import load_fields
+from cropflow.predict.run import PredictionResult
+from cropflow.predict.store import read_meta
+from cropflow.products.areas import class_areas, write_area_table
+from cropflow.products.cog import write_class_cog, write_confidence_cog, write_probability_cog
+from cropflow.products.fields import field_results, write_field_results
+from cropflow.products.publish import staged
+from cropflow.products.quicklook import write_quicklook
+from cropflow.products.stac import (
+    COG,
+    CSV,
+    GPKG,
+    PARQUET,
+    PNG,
+    ProductAsset,
+    ProductItem,
+    write_catalog,
+)
+from cropflow.settings import get_settings
+
+
+class ProductsResult(BaseModel):
+    """Published products, by reference."""
+
+    region: str
+    directory: str = Field(description="The published product folder.")
+    catalog: str = Field(description="Path of the STAC catalog.json.")
+    paths: dict[str, str] = Field(description="Product name -> published path.")
+    areas: list[dict[str, Any]] = Field(description="The area table, one row per class.")
+    n_fields: int | None = Field(None, description="Fields in the per-field results.")
+
+    def files(self) -> dict[str, str]:
+        """Product name -> published path (a copy), the STAC catalog included."""
+        return {**self.paths, "catalog": self.catalog}
+
+
+def products_dir(region: str) -> Path:
+    """Where the products of ``region`` are published."""
+    return get_settings().workdir / "products" / region
+
+
+def build_products(prediction: PredictionResult, dest: Path | None = None) -> ProductsResult:
+    """Write COGs, quicklook, area table, per-field results and STAC; publish atomically."""
+    store = Path(prediction.store)
+    meta = read_meta(store)
+    if meta is None or not meta.get("complete"):
+        raise DataError(
+            f"prediction {store} is missing or incomplete",
+            hint="run the prediction to the end (resume=True finishes an interrupted one)",
+        )
+    group = zarr.open_group(str(store), mode="r")
+    class_id, probability, confidence = (
+        group["class_id"],
+        group["probability"],
+        group["confidence"],
+    )
+    cm = prediction.class_map
+    crs, transform = prediction.crs_wkt, Affine(*prediction.transform)
+    target = Path(dest) if dest is not None else products_dir(prediction.region)
+    tags = {"CROPFLOW_MODEL": prediction.model.uri, "CROPFLOW_PREDICTION": prediction.key}
+
+    with staged(target) as stage:
+        files: dict[str, Path] = {}
+        files["class_map"] = write_class_cog(
+            class_id, cm, crs, transform, stage / "class_map.tif", tags
+        )
+        files["probability"] = write_probability_cog(
+            probability, class_id, cm, crs, transform, stage / "probability.tif"
+        )
+        files["confidence"] = write_confidence_cog(
+            confidence, crs, transform, stage / "confidence.tif"
+        )
+        areas = class_areas(class_id, cm, crs, transform)
+        files["class_area_csv"], files["class_area_parquet"] = write_area_table(areas, stage)
+        files["quicklook"] = write_quicklook(
+            files["class_map"], cm, areas, stage / "quicklook.png", title=prediction.key
+        )
+        n_fields = None
+        if prediction.fields:
+            fields = load_fields(prediction.fields, prediction.field_id_column, crs)
+            table = field_results(fields, class_id, probability, cm, transform)
+            files["fields_parquet"], files["fields_gpkg"] = write_field_results(table, stage)
+            n_fields = len(table)
+
+        items = _items(prediction, files)
+        catalog = write_catalog(
+            stage,
+            prediction.region,
+            items,
+            cm,
+            areas,
+            crs,
+            transform,
+            prediction.shape,
+            prediction.start,
+            prediction.end,
+            properties={
+                "cropflow:model": prediction.model.model_dump(exclude={"identity"}),
+                "cropflow:prediction": prediction.key,
+            },
+            description=f"Map products of prediction {prediction.key} "
+            f"({prediction.input_kind} model {prediction.model.uri}).",
+        )
+
+    def published(p: Path) -> str:
+        return str(target / p.relative_to(stage))
+
+    return ProductsResult(
+        region=prediction.region,
+        directory=str(target),
+        catalog=published(catalog),
+        paths={k: published(v) for k, v in files.items()},
+        areas=areas.to_dict(orient="records"),
+        n_fields=n_fields,
+    )
+
+
+def _items(prediction: PredictionResult, files: dict[str, Path]) -> list[ProductItem]:
+    """One STAC item per product."""
+    region = prediction.region
+    names = prediction.class_map.names
+    items = [
+        ProductItem(
+            id=f"{region}-class-map",
+            title="Class map",
+            assets=[
+                ProductAsset("data", files["class_map"], COG, ["data"], "Class ids", classes=True),
+                ProductAsset(
+                    "category-names",
+                    files["class_map"].with_name("class_map.tif.aux.xml"),
+                    "application/xml",
+                    ["metadata"],
+                    "GDAL category names",
+                ),
+                ProductAsset(
+                    "thumbnail",
+                    files["quicklook"],
+                    PNG,
+                    ["thumbnail", "overview"],
+                    "Quicklook with legend",
+                ),
+            ],
+        ),
+        ProductItem(
+            id=f"{region}-probability",
+            title="Class probabilities",
+            assets=[
+                ProductAsset(
+                    "data",
+                    files["probability"],
+                    COG,
+                    ["data"],
+                    "Probability per class (value / 255)",
+                    extra={
+                        "bands": [{"name": n, "description": f"probability of {n}"} for n in names]
+                    },
+                )
+            ],
+        ),
+        ProductItem(
+            id=f"{region}-confidence",
+            title="Confidence",
+            assets=[
+                ProductAsset(
+                    "data",
+                    files["confidence"],
+                    COG,
+                    ["data"],
+                    "Largest class probability (value / 255)",
+                )
+            ],
+        ),
+        ProductItem(
+            id=f"{region}-class-area",
+            title="Area per class (ha)",
+            raster=False,
+            assets=[
+                ProductAsset("csv", files["class_area_csv"], CSV, ["data"], classes=True),
+                ProductAsset(
+                    "parquet", files["class_area_parquet"], PARQUET, ["data"], classes=True
+                ),
+            ],
+        ),
+    ]
+    if "fields_parquet" in files:
+        items.append(
+            ProductItem(
+                id=f"{region}-fields",
+                title="Per-field results",
+                raster=False,
+                assets=[
+                    ProductAsset(
+                        "geoparquet", files["fields_parquet"], PARQUET, ["data"], classes=True
+                    ),
+                    ProductAsset("geopackage", files["fields_gpkg"], GPKG, ["data"], classes=True),
+                ],
+            )
+        )
+    return items

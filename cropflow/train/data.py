@@ -1,0 +1,294 @@
+"""Training data as the engine sees it: per-split arrays, bands and classes by name.
+
+:func:`load_training_data` opens a training-set Zarr (by reference) with the labels
+package's reader and turns it into :class:`TrainingData`; tests and benchmarks may build a
+:class:`TrainingData` directly. Labels are class *ids* in the training set and output
+*indices* (position in the class map) here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from cropflow.classes import IGNORE_INDEX, ClassMap
+from cropflow.errors import DataError, TrainingError
+from cropflow.train.augment import Tensors
+from models.contract import BandStats, InputContract
+
+InputKind = Literal["pixel", "patch", "field"]
+TimeKind = Literal["composite", "acquisition"]
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+@dataclass
+class SplitArrays:
+    """The samples of one split (numpy, un-normalised).
+
+    ``x``: pixel ``[N, T, C]``, patch/field ``[N, T, C, H, W]`` float32; ``y``: output
+    indices, ``[N]`` (pixel, field) or ``[N, H, W]`` (patch), ``IGNORE_INDEX`` = unlabelled;
+    ``dates``: ``[N, T]`` int; ``pad_mask``: ``[N, T]`` bool (True = missing date);
+    ``field_mask``: ``[N, H, W]`` bool (field samples only).
+    """
+
+    x: npt.NDArray[np.float32]
+    y: npt.NDArray[np.int64]
+    dates: npt.NDArray[np.int64]
+    pad_mask: npt.NDArray[np.bool_]
+    field_mask: npt.NDArray[np.bool_] | None = None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def select_channels(self, idx: Sequence[int]) -> SplitArrays:
+        return replace(self, x=np.ascontiguousarray(self.x[:, :, list(idx)]))
+
+
+@dataclass
+class TrainingData:
+    """A training set in memory: splits plus everything the input contract needs."""
+
+    uri: str
+    input_kind: InputKind
+    time_kind: TimeKind
+    bands: list[str]
+    class_map: ClassMap
+    normalisation: dict[str, BandStats]
+    splits: dict[str, SplitArrays]
+    class_weights: dict[str, float] | None = None
+    n_time: int | None = None
+    period: str | None = None
+    patch_size: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def split(self, name: str) -> SplitArrays:
+        """A split that must hold samples (else a TrainingError naming every split's size)."""
+        s = self.splits.get(name)
+        if s is None or len(s) == 0 or not bool((s.y != IGNORE_INDEX).any()):
+            sizes = {k: len(v) for k, v in self.splits.items()}
+            raise TrainingError(
+                f"the {name!r} split of training set {self.uri} has no labelled samples "
+                f"(split sizes: {sizes})",
+                hint="rebuild the training set with split rules or fractions that give every "
+                "split (train, val, test) some samples",
+            )
+        return s
+
+    def contract(self) -> InputContract:
+        """The input contract of a model trained on this data."""
+        return InputContract(
+            bands=list(self.bands),
+            input_kind=self.input_kind,
+            time_kind=self.time_kind,
+            n_time=self.n_time,
+            period=self.period,
+            normalisation={b: self.normalisation[b] for b in self.bands},
+            class_map=self.class_map,
+            patch_size=self.patch_size,
+        )
+
+    def with_bands(self, bands: Sequence[str]) -> TrainingData:
+        """Only these bands, in this order (the caller checked they exist)."""
+        idx = [self.bands.index(b) for b in bands]
+        return replace(
+            self,
+            bands=list(bands),
+            splits={k: v.select_channels(idx) for k, v in self.splits.items()},
+        )
+
+    def weight_vector(self) -> torch.Tensor | None:
+        """Class weights in output order (None when the training set has none)."""
+        if self.class_weights is None:
+            return None
+        missing = [n for n in self.class_map.names if n not in self.class_weights]
+        if missing:
+            raise DataError(
+                f"training set {self.uri} has no class weight for {missing}",
+                hint="rebuild the training set, or train with class_weighting='none'",
+            )
+        return torch.tensor([self.class_weights[n] for n in self.class_map.names])
+
+
+def ids_to_indices(ids: npt.ArrayLike, class_map: ClassMap, where: str) -> npt.NDArray[np.int64]:
+    """Map class ids (raster values) to output indices; ``ignore_index`` stays."""
+    arr = np.asarray(ids).astype(np.int64)
+    lut = np.full(max([*class_map.ids, class_map.ignore_index]) + 1, -1, dtype=np.int64)
+    for i, cid in enumerate(class_map.ids):
+        lut[cid] = i
+    lut[class_map.ignore_index] = IGNORE_INDEX
+    bad = (arr < 0) | (arr >= lut.size)
+    out = np.full(arr.shape, -1, dtype=np.int64)
+    out[~bad] = lut[arr[~bad]]
+    if (out < 0).any():
+        unknown = sorted({int(v) for v in np.unique(arr[out < 0])})[:10]
+        raise DataError(
+            f"{where}: class ids {unknown} are not in the class map {class_map.ids} "
+            f"({class_map.names})",
+            hint="rebuild the training set with the label mapping that made its class map",
+        )
+    return out
+
+
+class Normaliser:
+    """``(x - mean) / std`` per band (channel axis 2); non-finite values become 0 (the mean)."""
+
+    def __init__(self, bands: Sequence[str], stats: dict[str, BandStats]) -> None:
+        self.mean = torch.tensor([stats[b].mean for b in bands], dtype=torch.float32)
+        self.std = torch.tensor([stats[b].std for b in bands], dtype=torch.float32)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, 1, -1) + (1,) * (x.ndim - 3)
+        out = (x - self.mean.view(shape)) / self.std.view(shape)
+        return torch.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def take(split: SplitArrays, idx: torch.Tensor, norm: Normaliser) -> Tensors:
+    """Samples ``idx`` of a split as normalised CPU tensors."""
+    i = idx.numpy()
+    fm = split.field_mask
+    return Tensors(
+        x=norm(torch.from_numpy(np.ascontiguousarray(split.x[i], dtype=np.float32))),
+        y=torch.from_numpy(np.ascontiguousarray(split.y[i], dtype=np.int64)),
+        dates=torch.from_numpy(np.ascontiguousarray(split.dates[i], dtype=np.int64)),
+        pad_mask=torch.from_numpy(np.ascontiguousarray(split.pad_mask[i], dtype=np.bool_)),
+        field_mask=None if fm is None else torch.from_numpy(np.ascontiguousarray(fm[i])),
+    )
+
+
+def batch_indices(n: int, batch_size: int, gen: torch.Generator | None) -> Iterator[torch.Tensor]:
+    """Index batches over ``n`` samples: shuffled with ``gen``, in order without. A trailing
+    batch of one sample is dropped when shuffling (batch norm cannot train on it)."""
+    order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        chunk = order[start : start + batch_size]
+        if gen is not None and chunk.numel() == 1 and n > 1:
+            return
+        yield chunk
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a training-set Zarr (cropflow.labels.store)
+# ---------------------------------------------------------------------------------------------
+
+#: Field samples are laid out on a square canvas of at most this many pixels a side (the
+#: field's bounding box, padded; larger fields keep the pixels nearest their centre).
+MAX_FIELD_SIDE = 64
+
+
+def days_since_epoch(times: npt.NDArray[np.generic]) -> npt.NDArray[np.int64]:
+    """datetime64 times as days since 1970-01-01; integer steps (tables without dates) as is."""
+    t = np.asarray(times)
+    if np.issubdtype(t.dtype, np.datetime64):
+        return t.astype("datetime64[D]").astype(np.int64)
+    return t.astype(np.int64)
+
+
+def missing_dates(x: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+    """``[N, T]``: True where a sample has no finite value at a date (a padded date)."""
+    finite = np.isfinite(x)
+    axes = tuple(range(2, x.ndim))
+    return np.asarray(~finite.any(axis=axes), dtype=bool)
+
+
+def field_side(
+    rows: npt.NDArray[np.integer],
+    cols: npt.NDArray[np.integer],
+    starts: npt.NDArray[np.integer],
+    counts: npt.NDArray[np.integer],
+) -> int:
+    """Canvas side that holds every field's bounding box (at most ``MAX_FIELD_SIDE``)."""
+    extents = [
+        max(int(np.ptp(rows[s : s + c])), int(np.ptp(cols[s : s + c]))) + 1 if c else 1
+        for s, c in zip(starts, counts, strict=True)
+    ]
+    return min(MAX_FIELD_SIDE, max(extents, default=1))
+
+
+def field_canvases(
+    pixels: npt.NDArray[np.float32],
+    rows: npt.NDArray[np.integer],
+    cols: npt.NDArray[np.integer],
+    starts: npt.NDArray[np.integer],
+    counts: npt.NDArray[np.integer],
+    side: int,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    """Pixel sets ``(pixel, T, C)`` back on their grid: ``[F, T, C, S, S]`` values (NaN
+    outside the field) and ``[F, S, S]`` field masks, one square canvas per field, the
+    field's bounding box centred."""
+    n_f = len(starts)
+    t, ch = pixels.shape[1], pixels.shape[2]
+    x = np.full((n_f, t, ch, side, side), np.nan, dtype=np.float32)
+    mask = np.zeros((n_f, side, side), dtype=bool)
+    for i, (s, c) in enumerate(zip(starts, counts, strict=True)):
+        if not c:
+            continue
+        r, q = rows[s : s + c].astype(np.int64), cols[s : s + c].astype(np.int64)
+        # bounding box centred on the canvas (its central part when larger than the canvas)
+        r = r - r.min() + (side - (int(r.max() - r.min()) + 1)) // 2
+        q = q - q.min() + (side - (int(q.max() - q.min()) + 1)) // 2
+        inside = (r >= 0) & (r < side) & (q >= 0) & (q < side)
+        vals = pixels[s : s + c][inside]  # (n, T, C)
+        x[i][:, :, r[inside], q[inside]] = np.moveaxis(vals, 0, -1)
+        mask[i, r[inside], q[inside]] = True
+    return x, mask
+
+
+def load_training_data(uri: str) -> TrainingData:
+    """Read a training set written by :mod:`cropflow.labels.store` into memory.
+
+    Labels become output indices; per-field pixel sets become field canvases with masks;
+    dates are days since 1970-01-01 (or time steps for tables without dates); a date with no
+    finite value in a sample is marked in its ``pad_mask``.
+    """
+    from cropflow.labels.store import open_training_set
+
+    ts = open_training_set(uri)
+    days = days_since_epoch(ts.times)
+    splits: dict[str, SplitArrays] = {}
+    if ts.kind == "field":
+        ds = ts.dataset
+        all_pixels = np.asarray(ts.data.values, dtype=np.float32)
+        rows = np.asarray(ds["pixel_row"].values)
+        cols = np.asarray(ds["pixel_col"].values)
+        starts_all = np.asarray(ds["start"].values)
+        counts_all = np.asarray(ds["count"].values)
+        if rows.size and bool((rows < 0).all()):
+            raise DataError(
+                f"field training set {uri} has no pixel positions (imported from a table), "
+                "so its fields cannot be laid out for a field model",
+                hint="import the table as a pixel training set and train a pixel model, or "
+                "build the field training set from polygons on a cube",
+            )
+        side = field_side(rows, cols, starts_all, counts_all)
+    for name in SPLITS:
+        idx = ts.indices(name)
+        if ts.kind == "field":
+            x, fmask = field_canvases(
+                all_pixels, rows, cols, starts_all[idx], counts_all[idx], side
+            )
+            y = ids_to_indices(ts.labels[idx], ts.class_map, f"{uri} ({name})")
+        else:
+            x = np.asarray(ts.data.isel(sample=idx).values, dtype=np.float32)
+            y = ids_to_indices(ts.labels[idx], ts.class_map, f"{uri} ({name})")
+            fmask = None
+        pad = missing_dates(x)
+        dates = np.broadcast_to(days, (len(idx), days.size)).copy()
+        splits[name] = SplitArrays(x=x, y=y, dates=dates, pad_mask=pad, field_mask=fmask)
+    return TrainingData(
+        uri=str(ts.uri),
+        input_kind=ts.kind,
+        time_kind=ts.time_kind,
+        bands=list(ts.bands),
+        class_map=ts.class_map,
+        normalisation={b: s.band_stats() for b, s in ts.norm_stats.items()},
+        splits=splits,
+        class_weights=dict(ts.class_weights) or None,
+        n_time=len(ts.times),
+        period=ts.period,
+        patch_size=ts.patch_size,
+    )

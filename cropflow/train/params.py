@@ -1,0 +1,183 @@
+"""Training parameters: the one typed home of every training default.
+
+The Prefect UI form of the ``train`` flow and the ``cropflow train`` command both read
+:class:`TrainParams`; nothing else repeats these defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, Field, model_validator
+
+from cropflow.errors import ConfigError
+from models.base import LTAEConfig, ModelConfig
+
+#: Metrics early stopping and the champion comparison can watch (all from the validation split).
+MonitorMetric = Literal["macro_f1", "overall_accuracy", "weighted_f1", "mean_iou", "kappa", "loss"]
+
+
+class AugmentParams(BaseModel):
+    """Training-time augmentation (never applied to validation or test data)."""
+
+    flips: bool = Field(True, description="Patch/field models: random horizontal/vertical flips.")
+    rotations: bool = Field(True, description="Patch/field models: random 90-degree rotations.")
+    date_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Per-date probability of removing a date from a series (masked in "
+        "pad_mask and zeroed: date removal for models that read the mask, temporal dropout "
+        "for those that do not). At least one date is always kept.",
+    )
+    noise_std: float = Field(
+        0.0, ge=0.0, description="Std of Gaussian noise added to normalised inputs."
+    )
+
+
+class EarlyStopping(BaseModel):
+    """Stop when the validation metric has not improved for ``patience`` epochs."""
+
+    metric: MonitorMetric = Field(
+        "macro_f1",
+        description="Validation metric watched for early stopping, the best epoch and the "
+        "champion/challenger comparison ('loss' is minimised, the others maximised).",
+    )
+    patience: int | None = Field(
+        10, ge=1, description="Epochs without improvement before stopping; None: never stop."
+    )
+    min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as better.")
+
+
+class TrainOptions(BaseModel):
+    """How to train, apart from on which training set (chained flows fill that in).
+
+    The one home of the training defaults: :class:`TrainParams` adds the training set.
+    """
+
+    model: ModelConfig = Field(
+        default_factory=LTAEConfig,
+        description="Model family and hyper-parameters, discriminated on `name`: "
+        "crop_mask_lstm, tempcnn, ltae (pixel series), unet, utae (patches), field_bigru "
+        "(fields). Default: L-TAE with its paper defaults.",
+    )
+    bands: list[str] | None = Field(
+        None,
+        description="Bands to train on, by name and in the model's input order. None: every "
+        "band of the training set, in its order.",
+    )
+    classes: list[str] | None = Field(
+        None,
+        description="Expected class names (in output order). None: the training set's class "
+        "map. A training set with other classes is refused.",
+    )
+    epochs: int = Field(
+        30, ge=1, description="Planned number of epochs (the learning-rate schedule's length)."
+    )
+    max_epochs: int | None = Field(
+        None,
+        ge=1,
+        description="Pause this invocation after this epoch, keeping a resumable checkpoint "
+        "(a time box; rerun with resume to continue). None: run to `epochs` or early stop.",
+    )
+    batch_size: int = Field(64, ge=1, description="Samples per optimisation step.")
+    eval_batch_size: int | None = Field(
+        None, ge=1, description="Samples per evaluation batch. None: 4 x batch_size."
+    )
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    schedule: Literal["constant", "cosine", "onecycle", "step"] = Field(
+        "cosine",
+        description="Learning-rate schedule over `epochs`: constant, cosine decay (after "
+        "warm-up), one-cycle, or step decay (x0.1 at 50% and 75% of the epochs).",
+    )
+    warmup_epochs: int = Field(
+        0, ge=0, description="Linear warm-up epochs before the cosine decay."
+    )
+    grad_clip: float | None = Field(
+        5.0, gt=0, description="Clip the gradient norm to this value; None: no clipping."
+    )
+    loss: Literal["ce", "focal"] = Field("ce", description="Cross-entropy or focal loss.")
+    focal_gamma: float = Field(2.0, ge=0, description="Focal loss focusing parameter.")
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Label smoothing of the (focal) cross-entropy."
+    )
+    class_weighting: Literal["none", "training_set"] = Field(
+        "training_set",
+        description="Class weights in the loss: none, or those stored in the training set "
+        "(inverse frequency of the train split, blended toward uniform).",
+    )
+    augment: AugmentParams = Field(default_factory=AugmentParams)
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    seed: int = Field(0, description="Seed of weights, shuffling, augmentation and dropout.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when present, else CPU."
+    )
+    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
+    checkpoint_dir: Path | None = Field(
+        None,
+        description="Where per-epoch checkpoints go. None: <workdir>/checkpoints/<run key>, "
+        "the key being a hash of these parameters, so that the same command resumes.",
+    )
+    resume: bool = Field(
+        True,
+        description="Continue an interrupted run from its last checkpoint (same parameters). "
+        "False: start afresh, discarding old checkpoints.",
+    )
+    register_model: bool = Field(
+        True, description="Register the model and run the champion/challenger comparison."
+    )
+    run_name: str | None = Field(None, description="MLflow run name. None: MLflow's choice.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.max_epochs is not None and self.max_epochs > self.epochs:
+            raise ConfigError(
+                f"max_epochs={self.max_epochs} is more than epochs={self.epochs}",
+                hint="max_epochs pauses a run early; set it at most to epochs, or raise epochs",
+            )
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
+            raise ConfigError(
+                f"warmup_epochs={self.warmup_epochs} leaves no epoch of the {self.epochs}",
+                hint="use fewer warm-up epochs than epochs",
+            )
+        if self.bands is not None and len(set(self.bands)) != len(self.bands):
+            raise ConfigError(f"bands listed twice in {self.bands}", hint="list each band once")
+        return self
+
+
+class TrainParams(TrainOptions):
+    """Everything one training run needs. Defaults are :class:`TrainOptions`'."""
+
+    training_set: str = Field(
+        description="Path or URI of the training-set Zarr (written by the training_set flow)."
+    )
+
+    @classmethod
+    def of(cls, options: TrainOptions, training_set: str) -> TrainParams:
+        """``options`` applied to ``training_set``."""
+        return cls(training_set=training_set, **options.model_dump())
+
+    @property
+    def effective_eval_batch_size(self) -> int:
+        return self.eval_batch_size or 4 * self.batch_size
+
+    def run_key(self) -> str:
+        """A short hash of everything that shapes the result (not the run controls), naming
+        the default checkpoint folder: the same parameters find the same checkpoints."""
+        shaping = self.model_dump(
+            mode="json",
+            exclude={
+                "max_epochs",
+                "checkpoint_dir",
+                "resume",
+                "register_model",
+                "run_name",
+                "device",
+            },
+        )
+        blob = json.dumps(shaping, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,371 @@
+"""MLflow: one run per training, the registered model, champion/challenger, loading by alias.
+
+The tracking URI is ``get_settings().mlflow_tracking_uri`` (a SQLite store under the workdir
+by default, a server by URL); the registered model is ``get_settings().mlflow.registered_model``.
+A model is logged as a pyfunc "model from code" (:mod:`cropflow.train.pyfunc_model`) whose
+one artifact is the folder of :func:`models.serialization.save_model` (config JSON, contract
+JSON, state_dict): any batch and tile size loads, and nothing is unpickled. Prediction gets
+models with :func:`load_model`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema, TensorSpec
+from pydantic import BaseModel, Field
+
+from cropflow.classes import ClassMap
+from cropflow.errors import ConfigError
+from cropflow.settings import get_settings
+from models.base import CropflowModel
+from models.contract import InputContract
+from models.serialization import load_model as load_model_dir
+from models.serialization import save_model
+
+#: Registry aliases.
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+#: Artifact path of the logged model inside its run.
+MODEL_NAME = "model"
+#: Name of the logged model's one artifact (a folder written by models.serialization).
+MODEL_ARTIFACT = "cropflow_model"
+_PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+
+
+@dataclass(frozen=True)
+class MlflowTarget:
+    """Where runs and models go."""
+
+    tracking_uri: str
+    experiment_id: str
+    registered_model: str
+    client: MlflowClient
+
+
+def _artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts of a SQLite store live beside its database; servers choose their own."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return (db.parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def mlflow_target() -> MlflowTarget:
+    """Point MLflow at the configured store and make sure the experiment exists."""
+    settings = get_settings()
+    uri = settings.mlflow_tracking_uri
+    location = _artifact_location(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = settings.mlflow.experiment
+    try:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            try:
+                exp_id = client.create_experiment(name, artifact_location=location)
+            except MlflowException:  # created meanwhile by a concurrent run
+                exp = client.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
+        else:
+            exp_id = exp.experiment_id
+    except MlflowException as exc:
+        raise ConfigError(
+            f"MLflow tracking store {uri} is not usable: {exc.message}",
+            hint="set CROPFLOW_MLFLOW__TRACKING_URI to a reachable server or a writable "
+            "sqlite:/// path",
+        ) from exc
+    return MlflowTarget(uri, exp_id, settings.mlflow.registered_model, client)
+
+
+def model_signature(contract: InputContract) -> ModelSignature:
+    """The pyfunc's inputs (dict of arrays; any batch, time and tile size) and output."""
+    c = len(contract.bands)
+    k = len(contract.class_map.classes)
+    spatial = contract.input_kind in ("patch", "field")
+    x_shape = (-1, -1, c, -1, -1) if spatial else (-1, -1, c)
+    inputs: list[ColSpec | TensorSpec] = [
+        TensorSpec(np.dtype(np.float32), x_shape, "x"),
+        TensorSpec(np.dtype(np.int64), (-1, -1), "dates"),
+        TensorSpec(np.dtype(np.bool_), (-1, -1), "pad_mask"),
+    ]
+    if contract.input_kind == "field":
+        inputs.append(TensorSpec(np.dtype(np.bool_), (-1, -1, -1), "field_mask"))
+    out_shape = (-1, k, -1, -1) if contract.input_kind == "patch" else (-1, k)
+    outputs: list[ColSpec | TensorSpec] = [
+        TensorSpec(np.dtype(np.float32), out_shape, "probabilities")
+    ]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+
+
+def input_example(contract: InputContract) -> dict[str, np.ndarray]:
+    """A one-sample input of the signature's form (band means, no padding)."""
+    t = contract.n_time or 1
+    side = contract.patch_size or 8
+    spatial = (side, side) if contract.input_kind in ("patch", "field") else ()
+    mean = np.array([contract.normalisation[b].mean for b in contract.bands], np.float32)
+    x = np.broadcast_to(mean.reshape((1, 1, -1) + (1,) * len(spatial)), (1, t, len(mean), *spatial))
+    example: dict[str, np.ndarray] = {
+        "x": np.ascontiguousarray(x, dtype=np.float32),
+        "dates": np.arange(1, t + 1, dtype=np.int64)[None],
+        "pad_mask": np.zeros((1, t), dtype=np.bool_),
+    }
+    if contract.input_kind == "field":
+        example["field_mask"] = np.ones((1, side, side), dtype=np.bool_)
+    return example
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested parameters as ``a.b.c`` -> string (MLflow params)."""
+    out: dict[str, str] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, list | bool) else str(value)
+    return out
+
+
+class RunLogger:
+    """Logs one training into one MLflow run (created, or continued after a resume)."""
+
+    def __init__(self, target: MlflowTarget, run_id: str) -> None:
+        self.target = target
+        self.run_id = run_id
+
+    @classmethod
+    def start(
+        cls, target: MlflowTarget, run_id: str | None, run_name: str | None, tags: dict[str, str]
+    ) -> RunLogger:
+        """Continue ``run_id`` when it still exists, else create a new run."""
+        client = target.client
+        if run_id is not None:
+            try:
+                client.get_run(run_id)
+                client.update_run(run_id, status="RUNNING")
+                return cls(target, run_id)
+            except MlflowException:
+                pass
+        run = client.create_run(target.experiment_id, run_name=run_name, tags=tags)
+        return cls(target, run.info.run_id)
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        items = [Param(k, v[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.target.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.target.client.log_batch(self.run_id, metrics=batch)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for k, v in tags.items():
+            self.target.client.set_tag(self.run_id, k, v)
+
+    def log_dict(self, d: Mapping[str, Any], path: str) -> None:
+        self.target.client.log_dict(self.run_id, dict(d), path)
+
+    def log_dir(self, local_dir: Path, artifact_path: str | None = None) -> None:
+        self.target.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def log_model(self, model: CropflowModel) -> str:
+        """Log ``model`` as a pyfunc from code; returns its ``models:/m-...`` URI."""
+        with tempfile.TemporaryDirectory(prefix="cropflow-model-") as tmp:
+            folder = save_model(model, Path(tmp) / MODEL_ARTIFACT)
+            with mlflow.start_run(run_id=self.run_id):
+                info = mlflow.pyfunc.log_model(
+                    name=MODEL_NAME,
+                    python_model=str(_PYFUNC_FILE),
+                    artifacts={MODEL_ARTIFACT: str(folder)},
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "cropflow"],
+                    signature=model_signature(model.contract),
+                    input_example=input_example(model.contract),
+                )
+        uri: str = info.model_uri
+        self.target.client.set_tag(self.run_id, "cropflow.model_uri", uri)
+        return uri
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.target.client.set_terminated(self.run_id, status)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    """A registered model ready to predict (eval mode)."""
+
+    model: CropflowModel
+    contract: InputContract
+    class_map: ClassMap
+    run_id: str | None
+    version: str | None
+    uri: str
+    name: str | None
+
+
+def resolve_uri(alias_or_uri: str, registered_model: str) -> str:
+    """``champion`` -> ``models:/<registered>@champion``; URIs pass unchanged."""
+    if ":/" in alias_or_uri:
+        return alias_or_uri
+    return f"models:/{registered_model}@{alias_or_uri}"
+
+
+def _version_info(client: MlflowClient, uri: str) -> tuple[str | None, str | None, str | None]:
+    """(registered name, version, run id) of a model URI, as far as it tells."""
+    if uri.startswith("runs:/"):
+        return None, None, uri.removeprefix("runs:/").split("/", 1)[0]
+    if not uri.startswith("models:/"):
+        return None, None, None
+    ref = uri.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        mv = client.get_model_version_by_alias(name, alias)
+        return name, str(mv.version), mv.run_id
+    if "/" in ref:
+        name, version = ref.split("/", 1)
+        mv = client.get_model_version(name, version)
+        return name, str(mv.version), mv.run_id
+    logged = client.get_logged_model(ref)
+    return None, None, logged.source_run_id
+
+
+def load_model(alias_or_uri: str = CHAMPION, device: torch.device | str = "cpu") -> LoadedModel:
+    """Load a model by alias of the registered model (``champion``, ``challenger``) or by
+    MLflow URI (``models:/name/3``, ``models:/name@alias``, ``models:/m-<id>``,
+    ``runs:/<run>/model``). Weights load with ``weights_only=True``."""
+    target = mlflow_target()
+    uri = resolve_uri(alias_or_uri, target.registered_model)
+    try:
+        name, version, run_id = _version_info(target.client, uri)
+        with tempfile.TemporaryDirectory(prefix="cropflow-load-") as tmp:
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri, dst_path=tmp, tracking_uri=target.tracking_uri
+                )
+            )
+            model = load_model_dir(local / "artifacts" / MODEL_ARTIFACT, device)
+    except MlflowException as exc:
+        raise ConfigError(
+            f"cannot load model {alias_or_uri!r} ({uri}) from {target.tracking_uri}: {exc.message}",
+            hint=f"train and register a model first (it becomes {CHAMPION!r} or "
+            f"{CHALLENGER!r} of {target.registered_model!r}), or give an existing URI",
+        ) from exc
+    return LoadedModel(
+        model=model,
+        contract=model.contract,
+        class_map=model.contract.class_map,
+        run_id=run_id,
+        version=version,
+        uri=uri,
+        name=name,
+    )
+
+
+def current_alias(alias: str) -> tuple[str, str | None] | None:
+    """(version, run id) holding ``alias`` in the registered model, or None."""
+    target = mlflow_target()
+    try:
+        mv = target.client.get_model_version_by_alias(target.registered_model, alias)
+    except MlflowException:
+        return None
+    return str(mv.version), mv.run_id
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration
+# ---------------------------------------------------------------------------------------------
+
+
+class Registration(BaseModel):
+    """Outcome of registering one run's model."""
+
+    registered_model: str
+    version: str
+    alias: str = Field(description="champion or challenger.")
+    metric: str = Field(description="Validation metric compared (higher is better).")
+    score: float = Field(description="The new model's score on its run's validation split.")
+    champion_version: str | None = Field(None, description="Champion before this one.")
+    champion_score: float | None = Field(
+        None, description="The earlier champion's score on the same validation split."
+    )
+    reason: str
+
+
+def register_version(target: MlflowTarget, model_uri: str, run_id: str) -> str:
+    """A new version of the registered model for ``model_uri``; returns its number."""
+    mv = mlflow.register_model(model_uri, target.registered_model)
+    target.client.set_model_version_tag(target.registered_model, mv.version, "run_id", run_id)
+    return str(mv.version)
+
+
+def decide(
+    target: MlflowTarget,
+    run_id: str,
+    version: str,
+    metric: str,
+    score: float,
+    champion: tuple[str, float | None, str] | None,
+) -> Registration:
+    """Give ``version`` the champion alias when it beats ``champion`` (version, score or None
+    when not comparable, why), else challenger; record both scores on run and version."""
+    client, name = target.client, target.registered_model
+    if champion is None:
+        alias, reason, champ_v, champ_s = CHAMPION, "no champion yet", None, None
+    else:
+        champ_v, champ_s, why = champion
+        if champ_s is None:
+            alias, reason = CHALLENGER, f"champion v{champ_v} not comparable: {why}"
+        elif score > champ_s:
+            alias, reason = CHAMPION, f"beats champion v{champ_v} ({score:.4f} > {champ_s:.4f})"
+        else:
+            alias = CHALLENGER
+            reason = f"does not beat champion v{champ_v} ({score:.4f} <= {champ_s:.4f})"
+    client.set_registered_model_alias(name, alias, version)
+    tags = {
+        "cropflow.alias_decision": alias,
+        "cropflow.alias_reason": reason,
+        f"cropflow.val_{metric}": f"{score:.6f}",
+    }
+    if champ_s is not None:
+        tags[f"cropflow.champion_val_{metric}"] = f"{champ_s:.6f}"
+        tags["cropflow.champion_version"] = str(champ_v)
+    for k, v in tags.items():
+        client.set_model_version_tag(name, version, k, v)
+        client.set_tag(run_id, k, v)
+    metrics = {f"registry_val_{metric}": score}
+    if champ_s is not None:
+        metrics[f"registry_champion_val_{metric}"] = champ_s
+    RunLogger(target, run_id).log_metrics(metrics, step=0)
+    return Registration(
+        registered_model=name,
+        version=version,
+        alias=alias,
+        metric=metric,
+        score=score,
+        champion_version=champ_v,
+        champion_score=champ_s,
+        reason=reason,
+    )

@@ -1,0 +1,377 @@
+"""Train, evaluate, log and register: the functions the task, flow and CLI call.
+
+* :func:`train` -- one training run: data by reference, checkpoints, MLflow run with params,
+  per-epoch metrics, evaluation artifacts, normalisation, class map, contract and the model.
+* :func:`register_run` -- register a finished run's model; it becomes ``champion`` only if
+  it beats the current champion on the new run's validation split, else ``challenger``.
+* :func:`run_training` -- both, with a rich progress bar (the ``cropflow train`` command).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, Field
+
+from cropflow.errors import ContractError, CropflowError, TrainingError
+from cropflow.settings import get_settings
+from cropflow.train.checkpoint import CheckpointStore
+from cropflow.train.data import TrainingData, load_training_data
+from cropflow.train.engine import EpochCallback, ProgressReporter, evaluate_split, fit, pick_device
+from cropflow.train.metrics import Evaluation, write_evaluation
+from cropflow.train.params import TrainParams
+from cropflow.train.registry import (
+    CHAMPION,
+    Registration,
+    RunLogger,
+    current_alias,
+    decide,
+    flatten,
+    load_model,
+    mlflow_target,
+    register_version,
+)
+from models.base import CropflowModel, build_model
+from models.contract import InputContract
+
+
+class TrainResult(BaseModel):
+    """What one training run produced (references only)."""
+
+    status: Literal["finished", "early_stopped", "paused"]
+    run_id: str
+    tracking_uri: str
+    model_uri: str | None = Field(None, description="models:/m-<id> of the logged model.")
+    training_set: str
+    family: str
+    epochs_run: int
+    best_epoch: int
+    monitor: str
+    best_score: float
+    val: dict[str, float] = Field(default_factory=dict)
+    test: dict[str, float] = Field(default_factory=dict)
+    checkpoint_dir: str
+    resumed_from: int | None = None
+
+
+class TrainOutcome(BaseModel):
+    """A training run and, when it was registered, the registry's decision."""
+
+    training: TrainResult
+    registration: Registration | None = None
+
+    def to_markdown(self) -> str:
+        """A short report: status, scores per split, the registry decision, where to look."""
+        t = self.training
+        lines = [
+            f"## Training `{t.family}` ({t.status})",
+            "",
+            f"- training set: `{t.training_set}`",
+            f"- epochs run: {t.epochs_run}, best epoch {t.best_epoch} "
+            f"(val {t.monitor} {t.best_score:.4f})",
+            f"- MLflow run `{t.run_id}` in `{t.tracking_uri}`; model `{t.model_uri}`",
+            "",
+        ]
+        if t.val or t.test:
+            names = list(t.val or t.test)
+            lines += ["| split | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+            for split, scores in (("val", t.val), ("test", t.test)):
+                if scores:
+                    row = " | ".join(f"{scores[n]:.4f}" for n in names)
+                    lines.append(f"| {split} | {row} |")
+            lines.append("")
+        r = self.registration
+        if r is not None:
+            lines.append(
+                f"Registered as **{r.registered_model} v{r.version}**, alias **{r.alias}**: "
+                f"{r.reason}."
+            )
+        return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Data checks
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare_data(params: TrainParams, data: TrainingData) -> TrainingData:
+    """Check the training set against the parameters (bands, classes, non-empty splits) and
+    keep the requested bands in the requested order."""
+    contract = data.contract()
+    if params.bands is not None:
+        contract.model_copy(update={"bands": params.bands}).check_bands(data.bands)
+        data = data.with_bands(params.bands)
+    if params.classes is not None and params.classes != data.class_map.names:
+        raise ContractError(
+            f"model expects classes {params.classes} but training set {data.uri} has "
+            f"{data.class_map.names}",
+            hint="train with the training set's classes (classes=None), or rebuild the "
+            "training set with a mapping that yields these classes",
+        )
+    for split in ("train", "val", "test"):
+        data.split(split)
+    return data
+
+
+def _check_resumable(store: CheckpointStore, contract: InputContract) -> None:
+    """A resumed run must see the same bands and classes as before."""
+    path = store.directory / "contract.json"
+    if path.is_file():
+        before = InputContract.model_validate_json(path.read_text())
+        before.check_bands(contract.bands)
+        contract.check_bands(before.bands)
+        before.check_classes(contract.class_map)
+    store.directory.mkdir(parents=True, exist_ok=True)
+    path.write_text(contract.model_dump_json(indent=1))
+
+
+def checkpoint_store(params: TrainParams) -> CheckpointStore:
+    key = params.run_key()
+    directory = params.checkpoint_dir or get_settings().workdir / "checkpoints" / key
+    return CheckpointStore(Path(directory), key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+def _data_summary(data: TrainingData) -> dict[str, str]:
+    return {
+        "data.training_set": data.uri,
+        "data.input_kind": data.input_kind,
+        "data.time_kind": data.time_kind,
+        "data.n_time": str(data.n_time),
+        "data.bands": json.dumps(data.bands),
+        "data.classes": json.dumps(data.class_map.names),
+        **{f"data.n_{k}": str(len(v)) for k, v in data.splits.items()},
+    }
+
+
+def train(
+    params: TrainParams,
+    *,
+    data: TrainingData | None = None,
+    progress: ProgressReporter | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainResult:
+    """Train one model and log it to MLflow (not registered; see :func:`register_run`).
+
+    ``data`` may be given in-process (tests, benchmarks); otherwise the training set is read
+    from ``params.training_set``. A rerun with the same parameters resumes from the last
+    checkpoint unless the run finished or ``params.resume`` is False.
+    """
+    if data is None:
+        data = load_training_data(params.training_set)
+    data = prepare_data(params, data)
+    contract = data.contract()
+    torch.manual_seed(params.seed)
+    model = build_model(params.model, contract)
+
+    store = checkpoint_store(params)
+    state = store.latest() if params.resume and not store.is_done() else None
+    if state is None:
+        store.reset()
+    _check_resumable(store, contract)
+
+    target = mlflow_target()
+    logger = RunLogger.start(
+        target,
+        None if state is None else state.mlflow_run_id,
+        params.run_name,
+        tags={"cropflow.family": params.model.name, "cropflow.run_key": store.run_key},
+    )
+    if state is None or state.mlflow_run_id != logger.run_id:
+        logger.log_params(
+            {
+                **flatten(params.model_dump(mode="json")),
+                **_data_summary(data),
+                "model.n_parameters": str(model.n_parameters),
+            }
+        )
+        logger.log_dict(json.loads(contract.model_dump_json()), "contract.json")
+        logger.log_dict(json.loads(contract.class_map.model_dump_json()), "class_map.json")
+        logger.log_dict(
+            {b: s.model_dump() for b, s in contract.normalisation.items()}, "normalisation.json"
+        )
+        if data.class_weights is not None:
+            logger.log_dict(data.class_weights, "class_weights.json")
+        for entry in [] if state is None else state.history:
+            _log_history_entry(logger, entry)
+    elif state.history:  # the last epoch may have been checkpointed but not logged
+        _log_history_entry(logger, state.history[-1])
+    logger.set_tags({"cropflow.status": "running", "cropflow.checkpoint_dir": str(store.directory)})
+
+    def log_epoch(epoch: int, metrics: dict[str, float], m: CropflowModel) -> None:
+        logger.log_metrics(metrics, epoch)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics, m)
+
+    try:
+        result = fit(
+            model,
+            data,
+            params,
+            store,
+            resume_state=state,
+            mlflow_run_id=logger.run_id,
+            on_epoch_end=log_epoch,
+            progress=progress,
+        )
+    except KeyboardInterrupt:
+        logger.set_tags({"cropflow.status": "interrupted"})
+        logger.finish("KILLED")
+        raise
+    except Exception as exc:
+        logger.set_tags({"cropflow.status": "failed", "cropflow.error": str(exc)[:4000]})
+        logger.finish("FAILED")
+        raise
+
+    base = TrainResult(
+        status=result.status,
+        run_id=logger.run_id,
+        tracking_uri=target.tracking_uri,
+        training_set=data.uri,
+        family=params.model.name,
+        epochs_run=result.epochs_run,
+        best_epoch=result.best_epoch,
+        monitor=result.monitor,
+        best_score=result.best_score,
+        checkpoint_dir=str(store.directory),
+        resumed_from=result.resumed_from,
+    )
+    if result.status == "paused":
+        logger.set_tags({"cropflow.status": "paused"})
+        logger.finish("KILLED")
+        return base
+
+    try:
+        device = pick_device(params.device)
+        evals = [
+            evaluate_split(
+                result.model,
+                data.split(name),
+                name,
+                batch_size=params.effective_eval_batch_size,
+                device=device,
+                amp=params.amp,
+            )
+            for name in ("val", "test")
+        ]
+        result.model.to("cpu")
+        with tempfile.TemporaryDirectory(prefix="cropflow-eval-") as tmp:
+            for ev in evals:
+                write_evaluation(ev, Path(tmp))
+            _write_history(result.history, Path(tmp) / "history.csv")
+            logger.log_dir(Path(tmp), "evaluation")
+        val, test = evals
+        logger.log_metrics(
+            {**val.summary("best_val_"), **test.summary("test_"), "best_epoch": result.best_epoch},
+            step=result.epochs_run,
+        )
+        model_uri = logger.log_model(result.model)
+    except Exception as exc:
+        logger.set_tags({"cropflow.status": "failed", "cropflow.error": str(exc)[:4000]})
+        logger.finish("FAILED")
+        raise
+    store.mark_done({"run_id": logger.run_id, "model_uri": model_uri, "status": result.status})
+    logger.set_tags({"cropflow.status": result.status})
+    logger.finish()
+    return base.model_copy(
+        update={"model_uri": model_uri, "val": val.summary(), "test": test.summary()}
+    )
+
+
+def _log_history_entry(logger: RunLogger, entry: dict[str, float]) -> None:
+    logger.log_metrics({k: v for k, v in entry.items() if k != "epoch"}, int(entry["epoch"]))
+
+
+def _write_history(history: list[dict[str, float]], path: Path) -> None:
+    import pandas as pd
+
+    pd.DataFrame(history).to_csv(path, index=False, float_format="%.6g")
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration
+# ---------------------------------------------------------------------------------------------
+
+
+def score_on_val(model: CropflowModel, data: TrainingData, metric: str) -> Evaluation:
+    """``model`` on ``data``'s validation split, with the model's own bands and statistics."""
+    return evaluate_split(
+        model,
+        data.with_bands(model.contract.bands).split("val"),
+        "val",
+        batch_size=256 if data.input_kind == "pixel" else 16,
+        device=pick_device("auto"),
+    )
+
+
+def incomparable(champion: InputContract, data: TrainingData) -> str | None:
+    """Why a champion cannot be scored on this data, or None when it can."""
+    if champion.input_kind != data.input_kind:
+        return f"champion takes {champion.input_kind} input, the data is {data.input_kind}"
+    try:
+        champion.check_bands(data.bands)
+        champion.check_classes(data.class_map)
+        if data.n_time is not None:
+            champion.check_time(data.n_time, data.period)
+    except CropflowError as exc:
+        return exc.message
+    return None
+
+
+def register_run(run_id: str, *, data: TrainingData | None = None) -> Registration:
+    """Register run ``run_id``'s model and decide champion or challenger (see module doc).
+
+    The comparison uses the early-stopping metric of the run (macro F1 when that is the
+    loss); both scores are recorded on the run and the model version.
+    """
+    target = mlflow_target()
+    run = target.client.get_run(run_id)
+    model_uri = run.data.tags.get("cropflow.model_uri")
+    if not model_uri:
+        raise TrainingError(
+            f"MLflow run {run_id} has no logged model (status "
+            f"{run.data.tags.get('cropflow.status', run.info.status)})",
+            hint="finish the training (rerun it to resume) before registering",
+        )
+    monitor = run.data.params.get("early_stopping.metric", "macro_f1")
+    metric = "macro_f1" if monitor == "loss" else monitor
+    if data is None:
+        data = load_training_data(run.data.params["training_set"])
+
+    before = current_alias(CHAMPION)
+    version = register_version(target, model_uri, run_id)
+    new = load_model(f"models:/{target.registered_model}/{version}")
+    score = float(getattr(score_on_val(new.model, data, metric), metric))
+
+    champion: tuple[str, float | None, str] | None = None
+    if before is not None:
+        champ = load_model(f"models:/{target.registered_model}/{before[0]}")
+        why = incomparable(champ.contract, data)
+        champ_score = None
+        if why is None:
+            champ_score = float(getattr(score_on_val(champ.model, data, metric), metric))
+        champion = (before[0], champ_score, why or "")
+    return decide(target, run_id, version, metric, score, champion)
+
+
+def run_training(params: TrainParams, *, progress: bool = False) -> TrainOutcome:
+    """Train, then register when ``params.register_model`` (the ``cropflow train`` command)."""
+    if progress:
+        from cropflow.train.progress import RichProgress
+
+        with RichProgress() as bar:
+            result = train(params, progress=bar)
+    else:
+        result = train(params)
+    registration = None
+    if params.register_model and result.status != "paused":
+        registration = register_run(result.run_id)
+    return TrainOutcome(training=result, registration=registration)

@@ -1,0 +1,77 @@
+"""The demo: generate the bundled region -> retrain on it -> remap it -> print the products.
+
+Runs on the embedded default (Prefect's ephemeral API, MLflow on SQLite, a Dask LocalCluster,
+the demo catalog served over HTTP by the search step). It chains the two flows users deploy,
+``retrain`` and ``remap_region``, on the demo region, so the demo exercises exactly what the
+scheduled and UI-triggered runs do.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow, task
+from pydantic import BaseModel, Field
+
+from cropflow.chain import ChainSummary, demo_config, embedded_demo_region
+from cropflow.cube import CubeParams
+from cropflow.demo import DemoConfig
+from cropflow.labels import TrainingSetOptions
+from cropflow.predict import PredictOptions
+from cropflow.regions import RegionConfig
+from cropflow.train import TrainOptions
+from flows.remap import RemapParams, remap_region
+from flows.retrain import RetrainParams, retrain
+from tasks.demo import generate_demo_region
+
+
+class DemoParams(BaseModel):
+    """The demo's knobs; every stage default lives in that stage's own options."""
+
+    size: Literal["default", "tiny"] = Field(
+        "default", description="Demo region preset: 'default' (two 256 px tiles) or 'tiny'."
+    )
+    seed: int | None = Field(None, description="Region seed (unset: the preset's).")
+    cube: CubeParams = Field(default_factory=CubeParams, description="Datacube options.")
+    training_set: TrainingSetOptions = Field(
+        # The demo region is small: 16 px split blocks still keep each field in one block
+        # (a field belongs whole to the block holding most of it) and give every split data.
+        default_factory=lambda: TrainingSetOptions.model_validate(
+            {"splits": {"block_size_px": 16}}
+        ),
+        description="Training-set options.",
+    )
+    train: TrainOptions = Field(default_factory=TrainOptions, description="Training options.")
+    predict: PredictOptions = Field(
+        default_factory=PredictOptions, description="Prediction options."
+    )
+
+
+@task(name="demo-config")
+def demo_config_task(size: str, seed: int | None) -> DemoConfig:
+    """The demo region's configuration for a preset and seed."""
+    return demo_config(size, seed)
+
+
+@task(name="embedded-demo-region")
+def embedded_demo_region_task() -> RegionConfig:
+    """The demo region, searched through a STAC API the search step serves itself."""
+    return embedded_demo_region()
+
+
+@flow(name="demo", log_prints=True)
+def demo(params: DemoParams | None = None) -> ChainSummary:
+    """The main job on the embedded default: region -> search -> cube -> labels -> model -> map."""
+    p = params or DemoParams()
+    generate_demo_region(demo_config_task(p.size, p.seed))
+    region = embedded_demo_region_task()
+    trained = retrain(
+        RetrainParams(region=region, cube=p.cube, training_set=p.training_set, train=p.train)
+    )
+    mapped = remap_region(RemapParams(region=region, cube=p.cube, predict=p.predict))
+    return mapped.model_copy(
+        update={
+            "training_set_uri": trained.summary.training_set_uri,
+            "model_alias": trained.summary.model_alias,
+        }
+    )

@@ -1,0 +1,86 @@
+"""The retrain flow: search -> cube -> training set -> train -> evaluate -> promote if better.
+
+Deployed once per region that has labels (``cropflow deploy``), and triggered from the Prefect
+UI: the form is :class:`RetrainParams`. A new model takes the alias ``champion`` only when it
+beats the current champion on the same validation split; otherwise it is the ``challenger``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from cropflow.chain import ChainSummary
+from cropflow.cube import CubeParams
+from cropflow.labels import TrainingSetOptions, TrainingSetParams
+from cropflow.regions import RegionConfig
+from cropflow.train import TrainOptions, TrainOutcome, TrainParams
+from tasks.chain import region_cube_params, region_labels, region_search_params, resolve_region
+from tasks.cube import plan_cube_task, publish_cube_summary, write_cube_task
+from tasks.labels import (
+    prepare_labels_task,
+    publish_training_set_summary,
+    rasterize_labels_task,
+    split_labels_task,
+    write_training_set_task,
+)
+from tasks.search import publish_search_summary, search_items
+from tasks.train import publish_training_report, register_model, train_model
+
+
+class RetrainParams(BaseModel):
+    """What the retrain of a region is built from."""
+
+    region: str | RegionConfig | dict[str, Any] = Field(
+        "demo",
+        description="Region: the name of a file in deployments/regions/, or its fields.",
+    )
+    cube: CubeParams = Field(
+        default_factory=CubeParams,
+        description="Datacube options (the region's grid, period and season override).",
+    )
+    training_set: TrainingSetOptions = Field(
+        default_factory=TrainingSetOptions, description="Training-set options."
+    )
+    train: TrainOptions = Field(default_factory=TrainOptions, description="Training options.")
+
+
+class RetrainResult(BaseModel):
+    """References to what a retrain produced."""
+
+    summary: ChainSummary
+    outcome: TrainOutcome
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(params: RetrainParams | None = None) -> RetrainResult:
+    """Retrain the region's model from fresh imagery and its labels; promote only if better."""
+    p = params or RetrainParams()
+    region = resolve_region(p.region)
+    search = search_items(region_search_params(region))
+    publish_search_summary(search)
+    plan = plan_cube_task(search.uri, search.provider, region_cube_params(region, p.cube))
+    cube = write_cube_task(plan, None)
+    publish_cube_summary(cube)
+    ts_params = TrainingSetParams.of(p.training_set, cube.uri, region_labels(region))
+    prepared = prepare_labels_task(ts_params)
+    rasters = rasterize_labels_task(ts_params, prepared)
+    splits = split_labels_task(ts_params, rasters)
+    training_set = write_training_set_task(ts_params, prepared, rasters, splits)
+    publish_training_set_summary(training_set)
+    trained = train_model(TrainParams.of(p.train, training_set.uri))
+    registration = register_model(trained.run_id)
+    outcome = TrainOutcome(training=trained, registration=registration)
+    publish_training_report(outcome)
+    summary = ChainSummary(
+        region=region.name,
+        search_uri=search.uri,
+        cube_uri=cube.uri,
+        training_set_uri=training_set.uri,
+        mlflow_run_id=trained.run_id,
+        model_version=registration.version,
+        model_alias=registration.alias,
+    )
+    return RetrainResult(summary=summary, outcome=outcome)

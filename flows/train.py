@@ -1,0 +1,21 @@
+"""The train flow: training set -> MLflow run + registered model (champion or challenger)."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from cropflow.train import TrainOutcome, TrainParams
+from tasks.train import publish_training_report, register_model, train_model
+
+
+@flow(name="train", log_prints=True)
+def train_flow(params: TrainParams) -> TrainOutcome:
+    """Train a model on a training set, log it to MLflow and, unless told not to, register
+    it (champion only if it beats the current champion on the same validation split)."""
+    result = train_model(params)
+    registration = None
+    if params.register_model and result.status != "paused":
+        registration = register_model(result.run_id)
+    outcome = TrainOutcome(training=result, registration=registration)
+    publish_training_report(outcome)
+    return outcome

@@ -1,0 +1,37 @@
+"""Prefect tasks of the chained flows: each wraps one call of cropflow.chain / regions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from cropflow.chain import cube_params_for, labels_for, search_params_for
+from cropflow.cube import CubeParams
+from cropflow.labels import LabelSource
+from cropflow.regions import RegionConfig, as_region
+from cropflow.stac.search import SearchParams
+
+
+@task(name="resolve-region")
+def resolve_region(region: str | RegionConfig | dict[str, Any]) -> RegionConfig:
+    """The region's validated configuration (a name under deployments/regions/ or fields)."""
+    return as_region(region)
+
+
+@task(name="region-search-params")
+def region_search_params(region: RegionConfig) -> SearchParams:
+    """The region's search for this run (season placed in the run's year)."""
+    return search_params_for(region)
+
+
+@task(name="region-cube-params")
+def region_cube_params(region: RegionConfig, base: CubeParams) -> CubeParams:
+    """The cube parameters with the region's grid, period and season."""
+    return cube_params_for(region, base)
+
+
+@task(name="region-labels")
+def region_labels(region: RegionConfig) -> LabelSource:
+    """The region's labels and mapping (refused when it has none)."""
+    return labels_for(region)

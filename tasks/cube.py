@@ -1,0 +1,33 @@
+"""Prefect tasks of the datacube step; each wraps one library call of ``cropflow.cube``."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from cropflow.cube import CubeParams, CubePlan, CubeRef, plan_from_search, write_cube
+
+
+@task(name="cube-plan")
+def plan_cube_task(search_uri: str, provider: str | None, params: CubeParams) -> CubePlan:
+    """Plan the cube from a saved search (no pixel read): grid, time axis, checked sources."""
+    return plan_from_search(search_uri, provider, params)
+
+
+@task(name="cube-write")
+def write_cube_task(plan: CubePlan, uri: str | None) -> CubeRef:
+    """Write (or resume) the cube region by region on the Dask cluster; its reference."""
+    return write_cube(plan, uri)
+
+
+@task(name="cube-summary")
+def publish_cube_summary(ref: CubeRef) -> None:
+    """Show the cube's summary (grid, periods, valid observations, size, time) as artifacts."""
+    create_markdown_artifact(
+        markdown=ref.to_markdown(), key="cube-summary", description=f"Datacube {ref.key}"
+    )
+    create_table_artifact(
+        table=[s.model_dump() for s in ref.steps],
+        key="cube-steps",
+        description=f"Valid observations per time step of datacube {ref.key}",
+    )

@@ -1,0 +1,74 @@
+"""Prefect tasks of the predict flow; each wraps one library call."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from uuid import UUID
+
+from prefect import Task, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+
+from cropflow.errors import CropflowError
+from cropflow.predict import PredictionResult, PredictParams, predict
+from cropflow.predict.progress import report_progress
+from cropflow.products import ProductsResult, build_products
+from cropflow.products.report import report_markdown
+
+
+def _retry_unless_user_error(task: Task[Any, Any], run: TaskRun, state: State[Any]) -> bool:
+    """Retry crashes and I/O failures; a CropflowError (bad input) fails at once."""
+    try:
+        state.result()
+    except CropflowError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+def _artifact_key(prefix: str, name: str) -> str:
+    """Prefect artifact keys: lowercase letters, digits and dashes."""
+    return f"{prefix}-{re.sub(r'[^a-z0-9-]+', '-', name.lower()).strip('-')}"[:100]
+
+
+@task(name="predict-tiles", retries=1, retry_condition_fn=_retry_unless_user_error)
+def predict_tiles(params: PredictParams) -> PredictionResult:
+    """Run the missing tiles of a prediction (a retry resumes where the crash left off)."""
+    artifact: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync in a task
+        progress=0.0, description=f"tiles of prediction {params.prediction_key()}"
+    )
+    last = {"pct": -1.0}
+
+    def on_progress(done: int, total: int) -> None:
+        report_progress(done, total)
+        pct = 100.0 * done / total if total else 100.0
+        if pct - last["pct"] >= 1.0 or done == total:
+            update_progress_artifact(artifact_id=artifact, progress=pct)
+            last["pct"] = pct
+
+    return predict(params, on_progress=on_progress)
+
+
+@task(name="build-products", retries=1, retry_condition_fn=_retry_unless_user_error)
+def build_map_products(prediction: PredictionResult) -> ProductsResult:
+    """Build and atomically publish the map products of a prediction."""
+    return build_products(prediction)
+
+
+@task(name="predict-report")
+def publish_report(prediction: PredictionResult, products: ProductsResult | None) -> str:
+    """The run report as a Prefect markdown artifact; returns the markdown."""
+    markdown = report_markdown(prediction, products)
+    create_markdown_artifact(
+        markdown=markdown,
+        key=_artifact_key("predict-report", prediction.region),
+        description=f"prediction {prediction.key}",
+    )
+    return markdown

@@ -1,0 +1,30 @@
+"""Prefect tasks of the training step."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from cropflow.train import Registration, TrainOutcome, TrainParams, TrainResult, register_run, train
+
+
+@task(name="train-model")
+def train_model(params: TrainParams) -> TrainResult:
+    """Train one model (any family) and log it to MLflow; a rerun resumes from checkpoints."""
+    return train(params)
+
+
+@task(name="register-model")
+def register_model(run_id: str) -> Registration:
+    """Register a run's model: champion if it beats the current champion, else challenger."""
+    return register_run(run_id)
+
+
+@task(name="training-report")
+def publish_training_report(outcome: TrainOutcome) -> None:
+    """Show the training outcome as a Prefect markdown artifact."""
+    create_markdown_artifact(
+        markdown=outcome.to_markdown(),
+        key="training-report",
+        description=f"Training {outcome.training.family} (MLflow run {outcome.training.run_id})",
+    )

@@ -1,0 +1,288 @@
+"""Tiled prediction on small cubes with real model families (untrained, seeded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+import torch
+import xarray as xr
+import zarr
+from affine import Affine
+
+from cropflow.classes import ClassDef, ClassMap
+from cropflow.errors import ConfigError, ContractError, DataError
+from cropflow.predict import PredictParams, open_prediction, predict
+from cropflow.predict.cube import read_window
+from cropflow.predict.store import markers_dir
+from cropflow.predict.testing import smooth_noise, tiny_bundle, write_cube
+from cropflow.predict.tiling import Window
+from models.base import Batch
+
+T, H, W = 4, 45, 57
+BANDS = ("nir", "red", "green")
+TRANSFORM = Affine(10, 0, 600000, 0, -10, 5200000)
+CRS = "EPSG:32633"
+DATES = ["2021-04-01", "2021-05-01", "2021-06-01", "2021-07-01"]
+STATS = {"nir": (0.3, 0.1), "red": (0.1, 0.05), "green": (0.1, 0.04)}
+CLASSES = ClassMap(
+    classes=[
+        ClassDef(id=1, name="wheat", color="#e6c619"),
+        ClassDef(id=5, name="maize", color="#2ca02c"),
+        ClassDef(id=9, name="grassland", color="#98df8a"),
+    ]
+)
+LTAE = {
+    "name": "ltae",
+    "n_head": 2,
+    "d_k": 4,
+    "d_model": 8,
+    "mlp_widths": [8],
+    "decoder_widths": [8],
+}
+UNET = {"name": "unet", "depth": 2, "base_width": 4}
+FIELD = {
+    "name": "field_bigru",
+    "conv_widths": [4],
+    "kernel_sizes": [3],
+    "norm_groups": 2,
+    "hidden_size": 8,
+    "num_layers": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def cube(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cube with smooth values, a nodata block and a missing date at some pixels."""
+    rng = np.random.default_rng(7)
+    data = {}
+    for band, (mean, std) in STATS.items():
+        data[band] = mean + std * smooth_noise((T, H, W), rng, sigma=2.5)
+        data[band][:, 3:6, 40:44] = np.nan  # no data at all: no prediction
+        data[band][1, 20:23, 10:14] = np.nan  # one date missing: still predicted
+    return write_cube(tmp_path_factory.mktemp("cube") / "small.zarr", data, DATES, TRANSFORM, CRS)
+
+
+def _load(store: str) -> xr.Dataset:
+    return open_prediction(store).load()
+
+
+def test_pixel_model_tiled_equals_untiled_and_the_model_itself(cube: Path) -> None:
+    bundle = tiny_bundle(LTAE, ["nir", "red"], T, CLASSES, "pixel", stats=STATS, gain=2)
+    tiled = predict(
+        PredictParams(cube=str(cube), key="px-tiled", tile_size=16, executor="local"), bundle
+    )
+    whole = predict(
+        PredictParams(cube=str(cube), key="px-whole", tile_size=64, executor="local"), bundle
+    )
+    assert (tiled.tiles_total, whole.tiles_total) == (3 * 4, 1)
+    a, b = _load(tiled.store), _load(whole.store)
+    for var in ("class_id", "probability", "confidence"):
+        np.testing.assert_array_equal(a[var].values, b[var].values, err_msg=var)
+    assert list(a["class"].values) == CLASSES.names
+    assert list(a["class_value"].values) == CLASSES.ids
+
+    # the model applied directly to the cube, with the contract's normalisation
+    ds = xr.open_zarr(cube, consolidated=False)
+    raw = np.stack([ds[b].values for b in ("nir", "red")], axis=-1)  # [T, H, W, C]
+    series = raw.transpose(1, 2, 0, 3).reshape(H * W, T, 2)
+    mean = np.array([STATS["nir"][0], STATS["red"][0]], np.float32)
+    std = np.array([STATS["nir"][1], STATS["red"][1]], np.float32)
+    x = np.nan_to_num((series - mean) / std)
+    pad = np.isnan(series).all(axis=2)
+    doy = pd.DatetimeIndex(DATES).dayofyear.to_numpy()
+    with torch.no_grad():
+        logits = bundle.model(
+            Batch(
+                x=torch.from_numpy(x),
+                dates=torch.from_numpy(np.tile(doy, (H * W, 1))),
+                pad_mask=torch.from_numpy(pad),
+            )
+        ).logits
+    probs = torch.softmax(logits, 1).numpy()
+    expected = np.asarray(CLASSES.ids)[probs.argmax(1)].reshape(H, W)
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0] > 1e-3).reshape(H, W)
+    nodata = pad.all(axis=1).reshape(H, W)
+    got = a["class_id"].values
+    assert (got[nodata] == 255).all() and nodata.sum() == 3 * 4
+    assert (got[clear & ~nodata] == expected[clear & ~nodata]).all()
+    p8 = np.rint(probs.T.reshape(3, H, W) * 255)
+    assert np.abs(a["probability"].values[:, ~nodata] - p8[:, ~nodata]).max() <= 1
+    assert len(np.unique(got[~nodata])) > 1  # a map, not a constant
+
+
+def _fields_file(folder: Path) -> Path:
+    x0, y0 = TRANSFORM.c, TRANSFORM.f
+    polys = {
+        "a": shapely.box(x0 + 20, y0 - 150, x0 + 140, y0 - 30),
+        "b": shapely.Polygon(
+            [(x0 + 200, y0 - 100), (x0 + 400, y0 - 60), (x0 + 380, y0 - 300), (x0 + 210, y0 - 280)]
+        ),
+        "c": shapely.box(x0 + 300, y0 - 440, x0 + 560, y0 - 330),
+        "outside": shapely.box(x0 - 500, y0 + 100, x0 - 300, y0 + 300),
+    }
+    path = folder / "fields.gpkg"
+    gdf = gpd.GeoDataFrame({"parcel": list(polys)}, geometry=list(polys.values()), crs=CRS)
+    gdf.to_crs("EPSG:4326").to_file(path)  # another CRS: reprojected on reading
+    return path
+
+
+@pytest.mark.slow
+def test_dask_workers_give_the_same_maps_as_this_process(cube: Path, tmp_path: Path) -> None:
+    """Pixel and field models (a GRU: sent as config + weights, not pickled) on the
+    LocalCluster of the settings (2 worker processes)."""
+    from cropflow.cube.cluster import dask_client
+
+    fields = _fields_file(tmp_path)
+    pixel = tiny_bundle(LTAE, ["nir", "red"], T, CLASSES, "pixel", stats=STATS)
+    field = tiny_bundle(FIELD, ["nir", "red"], T, CLASSES, "field", stats=STATS, gain=2)
+    common = {"cube": str(cube), "tile_size": 16}
+    with_fields = {"fields": str(fields), "field_id_column": "parcel"}
+    local_px = predict(PredictParams(key="dk-px-local", executor="local", **common), pixel)
+    local_f = predict(
+        PredictParams(key="dk-f-local", executor="local", **common, **with_fields), field
+    )
+    seen: list[tuple[int, int]] = []
+    with dask_client():  # predict finds and uses this cluster
+        dask_px = predict(
+            PredictParams(key="dk-px", executor="dask", **common),
+            pixel,
+            on_progress=lambda d, n: seen.append((d, n)),
+        )
+        dask_f = predict(PredictParams(key="dk-f", executor="dask", **common, **with_fields), field)
+    assert dask_px.executor == dask_f.executor == "dask"
+    assert seen[0] == (0, 12) and seen[-1] == (12, 12) and len(seen) == 13
+    for a, b in ((local_px, dask_px), (local_f, dask_f)):
+        x, y = _load(a.store), _load(b.store)
+        for var in ("class_id", "probability", "confidence"):
+            np.testing.assert_array_equal(x[var].values, y[var].values, err_msg=var)
+    assert (_load(dask_f.store)["class_id"].values != 255).sum() > 100
+
+
+def _border_disagreement(probs: np.ndarray, cuts: list[int], axis: int) -> float:
+    """Mean |p(i) - p(i-1)| across the given cuts along ``axis`` (probabilities 0..1)."""
+    p = probs.astype(np.float64) / 255.0
+    diffs = [np.abs(np.take(p, c, axis=axis) - np.take(p, c - 1, axis=axis)).mean() for c in cuts]
+    return float(np.mean(diffs))
+
+
+def test_patch_blending_leaves_smaller_seams_than_side_by_side_patches(cube: Path) -> None:
+    patch = 16
+    bundle = tiny_bundle(UNET, ["nir", "red", "green"], T, CLASSES, "patch", patch, STATS)
+    common = {"cube": str(cube), "tile_size": 32, "executor": "local"}
+    plain = predict(PredictParams(key="pt-plain", patch_overlap=0.0, **common), bundle)
+    hann = predict(PredictParams(key="pt-hann", patch_overlap=0.5, **common), bundle)
+    p_plain = _load(plain.store)["probability"].values
+    p_hann = _load(hann.store)["probability"].values
+
+    def seams(p: np.ndarray, cuts: list[int]) -> float:
+        return _border_disagreement(p, cuts, 2) + _border_disagreement(p, cuts, 1)
+
+    edges = [16, 32]  # where side-by-side patches (stride 16) meet
+    middles = [8, 24]  # inside those patches: the map's own pixel-to-pixel variation
+    seam_plain, inner_plain = seams(p_plain, edges), seams(p_plain, middles)
+    seam_hann, inner_hann = seams(p_hann, edges), seams(p_hann, middles)
+    assert seam_plain > 2 * inner_plain  # zero-padded convolutions leave seams
+    assert seam_hann < 0.5 * seam_plain, (seam_hann, seam_plain)
+    assert seam_hann < 1.5 * inner_hann, (seam_hann, inner_hann)  # no seam left
+
+    # tiles are invisible: patches lie on one grid for the whole region
+    whole = predict(
+        PredictParams(key="pt-whole", patch_overlap=0.5, **{**common, "tile_size": 64}), bundle
+    )
+    np.testing.assert_array_equal(_load(whole.store)["probability"].values, p_hann)
+
+
+def test_field_model_predicts_per_field_and_paints_its_pixels(cube: Path, tmp_path: Path) -> None:
+    path = _fields_file(tmp_path)
+    bundle = tiny_bundle(FIELD, ["nir", "red"], T, CLASSES, "field", stats=STATS, gain=2)
+    res = predict(
+        PredictParams(
+            cube=str(cube),
+            key="fields",
+            tile_size=16,
+            executor="local",
+            fields=str(path),
+            field_id_column="parcel",
+        ),
+        bundle,
+    )
+    assert res.tiles_total == 1 + 12  # one field group, then 12 tiles painted
+    ds = _load(res.store)
+    cls, probs = ds["class_id"].values, ds["probability"].values
+    from rasterio.features import rasterize
+
+    as_read = gpd.read_file(path).to_crs(CRS).set_index("parcel").geometry
+    has_data = ~np.isnan(xr.open_zarr(cube, consolidated=False)["nir"].values).all(axis=0)
+    for name in ("a", "b", "c"):
+        inside = rasterize([(as_read[name], 1)], out_shape=(H, W), transform=TRANSFORM) == 1
+        inside &= has_data
+        assert inside.sum() > 10
+        assert len(np.unique(cls[inside])) == 1, name  # one class per field
+        assert len(np.unique(probs[:, inside], axis=1).T) == 1, name
+        k = int(np.argmax(probs[:, inside][:, 0]))
+        assert cls[inside][0] == CLASSES.ids[k]
+    covered = rasterize([(g, 1) for g in as_read], out_shape=(H, W), transform=TRANSFORM)
+    assert (cls[covered == 0] == 255).all()
+    assert (cls[covered == 1] != 255).sum() > 100
+
+
+def test_band_mismatch_is_refused_before_any_tile_is_read(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    data = {b: rng.random((T, 20, 20), np.float32) for b in ("red", "green", "blue")}
+    cube = write_cube(tmp_path / "rgb.zarr", data, DATES, TRANSFORM, CRS)
+    # corrupt every chunk of every band: any read of pixels would now fail to decode
+    chunks = [p for b in data for p in (cube / b / "c").rglob("*") if p.is_file()]
+    assert chunks
+    for p in chunks:
+        p.write_bytes(b"not a zstd frame")
+    with pytest.raises(Exception, match=r"(?i)zstd|decompress|codec|frame|error"):
+        read_window(str(cube), ["red"], Window(0, 20, 0, 20))
+
+    bundle = tiny_bundle(LTAE, ["nir", "red"], T, CLASSES, "pixel", stats=STATS)
+    params = PredictParams(cube=str(cube), key="mismatch", executor="local")
+    with pytest.raises(ContractError) as err:
+        predict(params, bundle)
+    msg = str(err.value)
+    assert "['nir', 'red']" in msg  # the model's bands ...
+    assert all(f"'{b}'" in msg.split("data has")[1] for b in data)  # ... and the cube's
+    assert "missing ['nir']" in msg and err.value.hint
+    from cropflow.settings import get_settings
+
+    store = get_settings().workdir / "predictions" / "mismatch.zarr"
+    assert not store.exists() and not markers_dir(store).exists()
+
+
+def test_other_contract_mismatches_are_refused(cube: Path, tmp_path: Path) -> None:
+    wrong_time = tiny_bundle(LTAE, ["nir", "red"], T + 2, CLASSES, "pixel", stats=STATS)
+    with pytest.raises(ContractError, match="6 time steps"):
+        predict(PredictParams(cube=str(cube), executor="local"), wrong_time)
+    field_model = tiny_bundle(FIELD, ["nir"], T, CLASSES, "field", stats=STATS)
+    with pytest.raises(ConfigError, match="field polygons"):
+        predict(PredictParams(cube=str(cube), executor="local"), field_model)
+    with pytest.raises(DataError, match="no cube at"):
+        predict(PredictParams(cube=str(tmp_path / "nope.zarr")), field_model)
+    with pytest.raises(ConfigError, match=r"field polygons .* not found"):
+        predict(
+            PredictParams(cube=str(cube), fields=str(tmp_path / "none.gpkg"), executor="local"),
+            field_model,
+        )
+
+
+def test_rerun_skips_done_tiles_and_another_model_starts_afresh(cube: Path) -> None:
+    a = tiny_bundle(LTAE, ["nir", "red"], T, CLASSES, "pixel", stats=STATS, seed=1)
+    first = predict(PredictParams(cube=str(cube), key="rerun", tile_size=16, executor="local"), a)
+    again = predict(PredictParams(cube=str(cube), key="rerun", tile_size=16, executor="local"), a)
+    assert (first.tiles_predicted, first.tiles_skipped) == (12, 0)
+    assert (again.tiles_predicted, again.tiles_skipped) == (0, 12)
+    b = tiny_bundle(LTAE, ["nir", "red"], T, CLASSES, "pixel", stats=STATS, seed=2)
+    other = predict(PredictParams(cube=str(cube), key="rerun", tile_size=16, executor="local"), b)
+    assert (other.tiles_predicted, other.tiles_skipped) == (12, 0)
+    assert other.model.identity != first.model.identity
+    meta = zarr.open_group(other.store, mode="r").attrs["cropflow:prediction"]
+    assert meta["complete"] is True
