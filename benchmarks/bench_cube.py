@@ -436,6 +436,55 @@ def measure_loaders(
     return best
 
 
+def measure_readers_in_process(
+    items: list[pystac.Item], side: int, rounds: int = 3
+) -> dict[str, float]:
+    """Best CPU seconds, in this process on one thread, to read the bands of a ``side`` grid:
+    whole windows with rasterio (the floor), and 1024 px regions with each cropflow reader."""
+    from odc.geo.geobox import GeoBox
+
+    from cropflow.cube.plan import SourceBand
+
+    gbox = GeoBox.from_bbox(grid_bounds(side), f"EPSG:{EPSG}", resolution=RES)
+    hrefs = [it.assets[b].href for it in items for b in BANDS]
+    srcs = []
+    for href in hrefs:
+        with rasterio.open(href) as r:
+            tf = tuple(r.transform)[:6]
+        srcs.append(
+            SourceBand(href=href, dtype="uint16", nodata=0, crs=f"EPSG:{EPSG}", transform=tf)
+        )
+    bounds = grid_bounds(side)
+    regions = [(y, x) for y in range(0, side, 1024) for x in range(0, side, 1024)]
+
+    def floor() -> None:
+        for href in hrefs:
+            read_window(href, bounds)
+
+    def regions_with(direct: bool) -> None:
+        from cropflow.cube.read import read_band, reader_context
+
+        for y, x in regions:
+            box = gbox[y : y + 1024, x : x + 1024]
+            with reader_context(box, scope=f"bench-{direct}") as ctx:
+                for src in srcs:
+                    out = np.empty(box.shape.yx, dtype=np.uint16)
+                    read_band(src, box, out, fill=0, resampling="nearest", ctx=ctx, direct=direct)
+
+    runs: dict[str, Any] = {
+        "rasterio whole windows (floor)": floor,
+        "cropflow odc-stac reader": lambda: regions_with(False),
+        "cropflow direct window read": lambda: regions_with(True),
+    }
+    best = dict.fromkeys(runs, math.inf)
+    for _ in range(rounds):
+        for name, run in runs.items():
+            c0 = time.process_time()
+            run()
+            best[name] = min(best[name], time.process_time() - c0)
+    return best
+
+
 # --- main -------------------------------------------------------------------------------------
 
 
@@ -575,6 +624,11 @@ def main(argv: list[str] | None = None) -> None:
             report["loaders_MBps"] = {k: band_bytes / v / 1e6 for k, v in loaders.items()}
             for k, v in loaders.items():
                 print(f"loader {k}: {band_bytes / v / 1e6:.0f} MB/s")
+    if args.loaders:  # with the cluster closed: this process's CPU time is the reads'
+        readers = measure_readers_in_process(items, min(args.side, 2048))
+        report["readers_cpu_MBps"] = {k: band_bytes / v / 1e6 for k, v in readers.items()}
+        for k, v in readers.items():
+            print(f"one thread, CPU time: {k}: {band_bytes / v / 1e6:.0f} MB/s")
     if args.memory:
         mem = []
         for m in (1, 4, 16):

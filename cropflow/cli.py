@@ -13,13 +13,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from pydantic import BaseModel, Field
 from rich.console import Console
 
 from cropflow import stack
 from cropflow.cli_params import params_command
+from cropflow.cube import CubeParams
 from cropflow.errors import ConfigError, CropflowError
+from cropflow.labels import TrainingSetParams
+from cropflow.predict import PredictParams
 from cropflow.settings import get_settings
 from cropflow.stac.search import SearchParams
+from cropflow.train import TrainParams
 
 if TYPE_CHECKING:
     from flows.demo import DemoParams
@@ -92,6 +97,80 @@ params_command(
     SearchParams,
     _run_search,
     "Search a STAC API (default: the bundled demo catalog) and save the items.",
+    wrap=friendly_errors,
+)
+
+
+class CubeRequest(BaseModel):
+    """The build-cube flow's arguments, as one model for the command line."""
+
+    search: str = Field(description="The saved search (SearchResult.uri, an items.json).")
+    provider: str | None = Field(
+        None, description="Provider profile of the items (unset: the one saved with the search)."
+    )
+    out: str | None = Field(None, description="Zarr path (unset: <workdir>/cubes/<key>.zarr).")
+    cube: CubeParams = Field(default_factory=CubeParams, description="Datacube options (JSON).")
+
+
+def _run_cube(req: CubeRequest) -> None:
+    from flows.cube import run_build_cube
+
+    ref = run_build_cube(req.search, req.provider, req.cube, req.out)
+    typer.echo(ref.to_markdown())
+    typer.echo(f"cube: {ref.uri}")
+
+
+def _run_training_set(params: TrainingSetParams) -> None:
+    from flows.training_set import build_training_set_flow
+
+    summary = build_training_set_flow(params)
+    typer.echo(summary.markdown())
+    typer.echo(f"training set: {summary.uri}")
+
+
+def _run_train(params: TrainParams) -> None:
+    from cropflow.train import run_training
+
+    outcome = run_training(params, progress=True)
+    typer.echo(outcome.to_markdown())
+
+
+def _run_predict(params: PredictParams) -> None:
+    from cropflow.predict.command import run_predict
+
+    run_predict(params)
+
+
+params_command(
+    app,
+    "cube",
+    CubeRequest,
+    _run_cube,
+    "Build the analysis-ready Zarr datacube of a saved search.",
+    wrap=friendly_errors,
+)
+params_command(
+    app,
+    "training-set",
+    TrainingSetParams,
+    _run_training_set,
+    "Join labels to a cube and write a leak-free training set.",
+    wrap=friendly_errors,
+)
+params_command(
+    app,
+    "train",
+    TrainParams,
+    _run_train,
+    "Train a model (progress bar), log it to MLflow and register it.",
+    wrap=friendly_errors,
+)
+params_command(
+    app,
+    "predict",
+    PredictParams,
+    _run_predict,
+    "Map a cube with a registered model and publish the map products.",
     wrap=friendly_errors,
 )
 

@@ -18,7 +18,12 @@ SITE2 = "site2-2020_jun_jul-35MNM.geojson"
 @pytest.mark.usefixtures("prefect_harness")
 def test_search_flow_saves_items_and_publishes_the_summary(tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
 
     from flows.search import search_flow
 
@@ -32,15 +37,20 @@ def test_search_flow_saves_items_and_publishes_the_summary(tmp_path: Path) -> No
             datetime="2020-06-01/2020-07-31",
             max_cloud_cover=10.0,
         )
-        result = search_flow(params)
+        state = search_flow(params, return_state=True)
+        result = state.result()
 
     assert result.n_items == len(expected)
     assert sorted(it.id for it in load_search(result.uri)) == expected
 
     with get_client(sync_client=True) as client:
         keys = ["stac-search-summary", "stac-search-items"]
+        # This run's artifacts only: other tests of the session publish the same keys.
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)),
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            ),
         )
     by_key = {a.key: a for a in artifacts}
     assert set(by_key) == set(keys)

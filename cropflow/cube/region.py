@@ -161,7 +161,7 @@ class _DayReader:
         return acc, valid
 
 
-def _stats_days(plan: CubePlan) -> np.ndarray:
+def _step_days(plan: CubePlan) -> np.ndarray:
     t = np.array(plan.axis.times, dtype="datetime64[s]")
     return (t - t[0]).astype(np.float64) / 86400.0
 
@@ -216,7 +216,7 @@ def compute_region(plan: CubePlan, region: Region) -> RegionResult:
 
     has = count > 0
     if p.fill == "linear":
-        interpolated = fill_linear(list(outs.values()), has, _stats_days(plan))
+        interpolated = fill_linear(list(outs.values()), has, _step_days(plan))
     else:
         interpolated = np.zeros_like(has)
     arrays: dict[str, np.ndarray] = dict(outs)
