@@ -6,12 +6,14 @@ All in one process, on the same synthetic Sentinel-2-like COGs and the same core
   in a tight loop, single-threaded and with one thread per Dask thread; the faster is the floor;
 * **cropflow**: ``plan_cube`` + ``write_cube`` (monthly masked median composites + NDVI written
   to Zarr) on a LocalCluster sized by ``settings.dask``; throughput = decoded input bytes /
-  wall time, as a ratio to the floor;
+  wall time, as a ratio to the floor. Builds and floors are interleaved and the best of each
+  is taken (the machine is shared); the CPU time of all processes is reported beside it;
 * **peer baseline**: the straightforward odc-stac pipeline of its docs (``load(dtype=float32,
   nodata=nan)`` -> SCL mask -> ``resample(time="1MS").median()`` -> ``to_zarr``) on the same
   cluster; its composites must equal cropflow's (asserted);
 * **loaders** (``--loaders``): decode throughput of ``odc.stac.load`` (dask), ``stackstac.stack``
-  and cropflow's region reader (odc-loader's RioReader), which chose the reader;
+  and cropflow's region reader (odc-stac's reader, or the direct window read) on the cluster,
+  and the readers' CPU cost on one thread: the measurements behind the choice of reader;
 * **memory** (``--memory``): peak RSS of the whole process tree (this process and the Dask
   worker processes) of a fresh build at 1x, 4x and 16x the area, each in a child process.
 

@@ -202,8 +202,8 @@ def main() -> None:
         default=list(DEFAULT_FAMILIES),
         help=f"default: {' '.join(DEFAULT_FAMILIES)}",
     )
-    ap.add_argument("--epochs", type=int, default=15, help="planned epochs (cosine schedule)")
-    ap.add_argument("--patience", type=int, default=5, help="early-stopping patience")
+    ap.add_argument("--epochs", type=int, default=3, help="planned epochs (cosine schedule)")
+    ap.add_argument("--patience", type=int, default=2, help="early-stopping patience")
     ap.add_argument("--block-size", type=int, default=16, help="split block side, px")
     ap.add_argument("--patch-block-size", type=int, default=64, help="same, patch sets")
     ap.add_argument("--patch-stride", type=int, default=16, help="patch stride, px (size 32)")

@@ -14,9 +14,10 @@ in chunks of ``params.time_chunk`` when set):
   the time step; NaN where nothing valid was seen and nothing could be interpolated;
 * one ``float32`` variable per index NAME (``ndvi``, ...), computed from those composites;
 * ``valid_count`` (``uint8``, or ``uint16`` when a step can hold more than 255 acquisitions):
-  valid (unmasked, not nodata) observations behind each value; 0 = none;
-* ``interpolated`` (``bool``): the value was filled by linear interpolation in time
-  (``valid_count`` is then 0).
+  valid observations (solar days, overlapping tiles mosaicked; not cloud-masked, no band
+  missing) behind each value; 0 = none;
+* ``interpolated`` (``bool``): the value was filled in time (linear between the nearest
+  filled steps, the nearest one before the first or after the last); ``valid_count`` is 0.
 
 Coordinates: ``time`` (period start for composites; acquisition time for ``period=None``,
 naive UTC), ``y`` and ``x`` (pixel centres, grid CRS units, y decreasing), ``spatial_ref``
