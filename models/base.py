@@ -208,7 +208,21 @@ class TempCNNConfig(_FamilyConfig):
         return self
 
 
-class LTAEConfig(_FamilyConfig):
+class _DateAttentionConfig(_FamilyConfig):
+    """Settings shared by the families with L-TAE date attention (L-TAE, U-TAE)."""
+
+    attention_dropout: float = Field(
+        0.1, ge=0, lt=1, description="Dropout on the attention weights (training only)."
+    )
+    max_period: float = Field(
+        1000.0, gt=0, description="Longest period of the sinusoidal date encoding, in days."
+    )
+    dates: DateKind = Field(
+        "day_of_year", description="What Batch.dates holds for this model (see models.base)."
+    )
+
+
+class LTAEConfig(_DateAttentionConfig):
     """L-TAE (Garnot & Landrieu 2020) on pixel time series, with an MLP classifier."""
 
     input_kind: ClassVar[InputKind] = "pixel"
@@ -227,15 +241,6 @@ class LTAEConfig(_FamilyConfig):
         description="Hidden widths of the classifier MLP (a last layer to the classes follows).",
     )
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout after the attention MLP.")
-    attention_dropout: float = Field(
-        0.1, ge=0, lt=1, description="Dropout on the attention weights (training only)."
-    )
-    max_period: float = Field(
-        1000.0, gt=0, description="Longest period of the sinusoidal date encoding, in days."
-    )
-    dates: DateKind = Field(
-        "day_of_year", description="What Batch.dates holds for this model (see models.base)."
-    )
 
     @model_validator(mode="after")
     def _heads_divide(self) -> LTAEConfig:
@@ -256,7 +261,7 @@ class UNetConfig(_FamilyConfig):
     )
 
 
-class UTAEConfig(_FamilyConfig):
+class UTAEConfig(_DateAttentionConfig):
     """U-TAE (Garnot & Landrieu 2021): shared conv encoder, L-TAE at the lowest level."""
 
     input_kind: ClassVar[InputKind] = "patch"
@@ -294,15 +299,6 @@ class UTAEConfig(_FamilyConfig):
     d_model: int = Field(256, ge=1, description="L-TAE projection width.")
     d_k: int = Field(4, ge=1, description="L-TAE key/query dimension per head.")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout after the L-TAE MLP.")
-    attention_dropout: float = Field(
-        0.1, ge=0, lt=1, description="Dropout on the attention weights (training only)."
-    )
-    max_period: float = Field(
-        1000.0, gt=0, description="Longest period of the sinusoidal date encoding, in days."
-    )
-    dates: DateKind = Field(
-        "day_of_year", description="What Batch.dates holds for this model (see models.base)."
-    )
     boundary_class: str | None = Field(
         None,
         description="Name of a class of the class map that labels field boundaries (Crop2Seg's "
