@@ -255,12 +255,29 @@ def deploy(
     regions: Annotated[
         Path | None, typer.Option(help="Folder of region files (default: deployments/regions).")
     ] = None,
+    work_pool: Annotated[
+        str | None,
+        typer.Option(help="Work pool (default: the stack's process pool, created if missing)."),
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option(help="Image of the flow runs (Docker/Kubernetes pools).")
+    ] = None,
+    worker_project_dir: Annotated[
+        str | None,
+        typer.Option(help="Where the project is on the worker (in its image: /opt/cropflow)."),
+    ] = None,
 ) -> None:
     """Apply every deployment (scheduled remap per region, retrain, on-demand stages)."""
     from cropflow import ops
     from cropflow.regions import REGIONS_DIR
 
-    for info in ops.deploy_all(regions or REGIONS_DIR):
+    infos = ops.deploy_all(
+        regions or REGIONS_DIR,
+        work_pool=work_pool,
+        job_variables={"image": image} if image else None,
+        worker_project_dir=worker_project_dir,
+    )
+    for info in infos:
         typer.echo(info.model_dump_json())
 
 

@@ -17,8 +17,10 @@ Example (``deployments/regions/demo.yaml`` is the bundled one)::
     schedule: {cron: "0 3 * * 1", timezone: Europe/Berlin}
 
 Relative paths are relative to the region file. Paths and URLs may use the placeholders
-``{workdir}``, ``{demo_dir}`` and ``{stack_stac_url}``, filled from the settings of the process
-that runs the flow (so the demo region points at whatever ports the stack uses).
+``{workdir}``, ``{demo_dir}``, ``{stack_stac_url}`` (the STAC API of ``cropflow stack up``) and
+``{stac_api_url}`` (``CROPFLOW_STAC__API_URL`` when set, else the stack's), filled from the
+settings of the process that runs the flow (so the demo region follows the stack's ports, or
+the compose stack's STAC API).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ REGIONS_DIR = Path(__file__).resolve().parents[1] / "deployments" / "regions"
 #: Suffixes of region files.
 REGION_SUFFIXES = (".yaml", ".yml")
 #: Placeholders allowed in paths and URLs, filled by :func:`placeholders`.
-PLACEHOLDERS = ("workdir", "demo_dir", "stack_stac_url")
+PLACEHOLDERS = ("workdir", "demo_dir", "stack_stac_url", "stac_api_url")
 
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$")
 _MONTH_DAY = re.compile(r"^(\d{2})-(\d{2})$")
@@ -63,6 +65,7 @@ def placeholders(settings: Settings) -> dict[str, str]:
         "workdir": str(settings.workdir.resolve()),
         "demo_dir": str(settings.demo_dir.resolve()),
         "stack_stac_url": f"http://{st.host}:{st.stac_port}",
+        "stac_api_url": settings.stac.api_url or f"http://{st.host}:{st.stac_port}",
     }
 
 

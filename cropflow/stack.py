@@ -141,7 +141,15 @@ def plan(settings: Settings) -> list[Service]:
             ],
             url=f"{prefect_api} (pool {st.work_pool}, worker {worker_name})",
             health=_worker_online(prefect_api, st.work_pool, worker_name),
-            env={**base_env, "PREFECT_HOME": prefect_home, "PREFECT_API_URL": prefect_api},
+            env={
+                **base_env,
+                "PREFECT_HOME": prefect_home,
+                "PREFECT_API_URL": prefect_api,
+                # Flow runs use the stack's MLflow and Dask unless settings name others.
+                "CROPFLOW_MLFLOW__TRACKING_URI": settings.mlflow.tracking_uri
+                or f"http://{h}:{st.mlflow_port}",
+                "CROPFLOW_DASK__ADDRESS": settings.dask.address or f"tcp://{h}:{st.dask_port}",
+            },
         ),
         Service(
             name="mlflow",
@@ -297,7 +305,7 @@ def up(settings: Settings, services: Sequence[Service] | None = None) -> list[Se
     if any(s.name == "stac-api" for s in chosen) and not (collection.exists() and items.exists()):
         raise ConfigError(
             f"no STAC catalog to serve at {collection.parent}",
-            hint="run `cropflow demo` (or `cropflow demo generate`) first to create the region",
+            hint="run `cropflow demo` first to create the region",
         )
     for s in chosen:
         pid_file, log = _paths(settings, s.name)

@@ -14,12 +14,12 @@ from pydantic import BaseModel, Field
 
 from cropflow.chain import ChainSummary
 from cropflow.cube import CubeParams
-from cropflow.ops import region_lock
+from cropflow.ops import refreshed, region_lock
 from cropflow.predict import PredictOptions, PredictParams
 from cropflow.regions import RegionConfig
 from tasks.chain import region_cube_params, region_search_params, resolve_region
 from tasks.cube import plan_cube_task, publish_cube_summary, write_cube_task
-from tasks.predict import build_map_products, predict_tiles, publish_report
+from tasks.predict import build_map_products, pin_model_task, predict_tiles, publish_report
 from tasks.search import publish_search_summary, search_items
 
 
@@ -38,6 +38,11 @@ class RemapParams(BaseModel):
         default_factory=PredictOptions,
         description="Prediction options (the region's model alias overrides `model`).",
     )
+    refresh: bool = Field(
+        False,
+        description="Recompute every stage, even those a previous run with the same inputs "
+        "finished (their cached results are replaced).",
+    )
 
 
 @flow(name="remap-region", log_prints=True)
@@ -46,14 +51,14 @@ def remap_region(params: RemapParams | None = None) -> ChainSummary:
     p = params or RemapParams()
     region = resolve_region(p.region)
     with region_lock(region.name):
-        search = search_items(region_search_params(region))
+        search = refreshed(search_items, p.refresh)(region_search_params(region))
         publish_search_summary(search)
         plan = plan_cube_task(search.uri, search.provider, region_cube_params(region, p.cube))
-        cube = write_cube_task(plan, None)
+        cube = refreshed(write_cube_task, p.refresh)(plan, None)
         publish_cube_summary(cube)
         predict_params = PredictParams.of(p.predict, cube.uri, region.name, region.model_alias)
-        prediction = predict_tiles(predict_params)
-        products = build_map_products(prediction)
+        prediction = refreshed(predict_tiles, p.refresh)(pin_model_task(predict_params))
+        products = refreshed(build_map_products, p.refresh)(prediction)
         publish_report(prediction, products)
     return ChainSummary(
         region=region.name,

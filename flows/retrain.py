@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from cropflow.chain import ChainSummary
 from cropflow.cube import CubeParams
 from cropflow.labels import TrainingSetOptions, TrainingSetParams
+from cropflow.ops import refreshed
 from cropflow.regions import RegionConfig
 from cropflow.train import TrainOptions, TrainOutcome, TrainParams
 from tasks.chain import region_cube_params, region_labels, region_search_params, resolve_region
@@ -45,6 +46,11 @@ class RetrainParams(BaseModel):
         default_factory=TrainingSetOptions, description="Training-set options."
     )
     train: TrainOptions = Field(default_factory=TrainOptions, description="Training options.")
+    refresh: bool = Field(
+        False,
+        description="Recompute every stage, even those a previous run with the same inputs "
+        "finished (to train again with identical inputs, change `train.seed` instead).",
+    )
 
 
 class RetrainResult(BaseModel):
@@ -59,19 +65,20 @@ def retrain(params: RetrainParams | None = None) -> RetrainResult:
     """Retrain the region's model from fresh imagery and its labels; promote only if better."""
     p = params or RetrainParams()
     region = resolve_region(p.region)
-    search = search_items(region_search_params(region))
+    fresh = p.refresh
+    search = refreshed(search_items, fresh)(region_search_params(region))
     publish_search_summary(search)
     plan = plan_cube_task(search.uri, search.provider, region_cube_params(region, p.cube))
-    cube = write_cube_task(plan, None)
+    cube = refreshed(write_cube_task, fresh)(plan, None)
     publish_cube_summary(cube)
     ts_params = TrainingSetParams.of(p.training_set, cube.uri, region_labels(region))
-    prepared = prepare_labels_task(ts_params)
-    rasters = rasterize_labels_task(ts_params, prepared)
-    splits = split_labels_task(ts_params, rasters)
-    training_set = write_training_set_task(ts_params, prepared, rasters, splits)
+    prepared = refreshed(prepare_labels_task, fresh)(ts_params)
+    rasters = refreshed(rasterize_labels_task, fresh)(ts_params, prepared)
+    splits = refreshed(split_labels_task, fresh)(ts_params, rasters)
+    training_set = refreshed(write_training_set_task, fresh)(ts_params, prepared, rasters, splits)
     publish_training_set_summary(training_set)
-    trained = train_model(TrainParams.of(p.train, training_set.uri))
-    registration = register_model(trained.run_id)
+    trained = refreshed(train_model, fresh)(TrainParams.of(p.train, training_set.uri))
+    registration = refreshed(register_model, fresh)(trained.run_id)
     outcome = TrainOutcome(training=trained, registration=registration)
     publish_training_report(outcome)
     summary = ChainSummary(

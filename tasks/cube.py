@@ -6,6 +6,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from cropflow.cube import CubeParams, CubePlan, CubeRef, plan_from_search, write_cube
+from cropflow.ops import stage_task_options
 
 
 @task(name="cube-plan")
@@ -14,7 +15,7 @@ def plan_cube_task(search_uri: str, provider: str | None, params: CubeParams) ->
     return plan_from_search(search_uri, provider, params)
 
 
-@task(name="cube-write")
+@task(name="cube-write", **stage_task_options())
 def write_cube_task(plan: CubePlan, uri: str | None) -> CubeRef:
     """Write (or resume) the cube region by region on the Dask cluster; its reference."""
     return write_cube(plan, uri)

@@ -18,27 +18,28 @@ from cropflow.labels.build import (
     write_training_set,
 )
 from cropflow.labels.summary import TrainingSetSummary
+from cropflow.ops import stage_task_options
 
 
-@task(name="prepare-labels")
+@task(name="prepare-labels", **stage_task_options())
 def prepare_labels_task(params: TrainingSetParams) -> PreparedLabels:
     """Read, validate and map the labels onto the cube's CRS (writes a GeoParquet)."""
     return prepare_labels(params)
 
 
-@task(name="rasterize-labels")
+@task(name="rasterize-labels", **stage_task_options())
 def rasterize_labels_task(params: TrainingSetParams, prepared: PreparedLabels) -> LabelRasters:
     """Class and field rasters on the cube grid (writes a Zarr)."""
     return rasterize_labels(params, prepared)
 
 
-@task(name="split-labels")
+@task(name="split-labels", **stage_task_options())
 def split_labels_task(params: TrainingSetParams, rasters: LabelRasters) -> SplitResult:
     """Spatial split units and their train/val/test splits (writes a Zarr)."""
     return split_labels(params, rasters)
 
 
-@task(name="write-training-set")
+@task(name="write-training-set", **stage_task_options())
 def write_training_set_task(
     params: TrainingSetParams,
     prepared: PreparedLabels,
@@ -49,7 +50,7 @@ def write_training_set_task(
     return write_training_set(params, prepared, rasters, splits)
 
 
-@task(name="import-sample-tables")
+@task(name="import-sample-tables", **stage_task_options())
 def import_sample_tables_task(params: TableImportParams) -> TrainingSetSummary:
     """A training set straight from tables of labelled time series."""
     return import_sample_tables(params)

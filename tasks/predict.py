@@ -16,6 +16,7 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
 from cropflow.errors import CropflowError
+from cropflow.ops import stage_task_options
 from cropflow.predict import PredictionResult, PredictParams, predict
 from cropflow.predict.progress import report_progress
 from cropflow.products import ProductsResult, build_products
@@ -38,7 +39,18 @@ def _artifact_key(prefix: str, name: str) -> str:
     return f"{prefix}-{re.sub(r'[^a-z0-9-]+', '-', name.lower()).strip('-')}"[:100]
 
 
-@task(name="predict-tiles", retries=1, retry_condition_fn=_retry_unless_user_error)
+@task(name="pin-model")
+def pin_model_task(params: PredictParams) -> PredictParams:
+    """The parameters with the model alias pinned to the version holding it now."""
+    return params.pinned()
+
+
+@task(
+    name="predict-tiles",
+    retries=1,
+    retry_condition_fn=_retry_unless_user_error,
+    **stage_task_options(),
+)
 def predict_tiles(params: PredictParams) -> PredictionResult:
     """Run the missing tiles of a prediction (a retry resumes where the crash left off)."""
     artifact: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync in a task
@@ -56,7 +68,12 @@ def predict_tiles(params: PredictParams) -> PredictionResult:
     return predict(params, on_progress=on_progress)
 
 
-@task(name="build-products", retries=1, retry_condition_fn=_retry_unless_user_error)
+@task(
+    name="build-products",
+    retries=1,
+    retry_condition_fn=_retry_unless_user_error,
+    **stage_task_options(),
+)
 def build_map_products(prediction: PredictionResult) -> ProductsResult:
     """Build and atomically publish the map products of a prediction."""
     return build_products(prediction)

@@ -5,12 +5,19 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from cropflow.ops import SEARCH_CACHE_EXPIRATION, network_retry_options, stage_task_options
 from cropflow.stac.search import SearchParams, SearchResult, search_and_save
 
 
-@task(name="stac-search")
+@task(
+    name="stac-search",
+    **network_retry_options(),
+    **stage_task_options(cache_expiration=SEARCH_CACHE_EXPIRATION),
+)
 def search_items(params: SearchParams) -> SearchResult:
-    """Search the STAC API and save the items; returns the reference to the saved file."""
+    """Search the STAC API and save the items; returns the reference to the saved file.
+
+    Transient failures retry with backoff; a re-run within SEARCH_CACHE_EXPIRATION reuses it."""
     return search_and_save(params)
 
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
+from cropflow.ops import stage_task_options
 from cropflow.train import Registration, TrainOutcome, TrainParams, TrainResult, register_run, train
 
 
-@task(name="train-model")
+@task(name="train-model", **stage_task_options())
 def train_model(params: TrainParams) -> TrainResult:
     """Train one model (any family) and log it to MLflow; a rerun resumes from checkpoints."""
     return train(params)
 
 
-@task(name="register-model")
+@task(name="register-model", **stage_task_options())
 def register_model(run_id: str) -> Registration:
     """Register a run's model: champion if it beats the current champion, else challenger."""
     return register_run(run_id)

@@ -60,8 +60,12 @@ def test_demo_runs_the_whole_chain_and_keeps_a_better_champion(
     accuracy = float(np.mean(classes[labelled] == truth[labelled]))
     assert accuracy > 0.5, accuracy
 
-    # Second run: the same stages again; the champion changes only for a better model.
-    second = demo(params)
+    # Second run, another training seed: every stage before training comes from the cache;
+    # the new model becomes champion only if it is better.
+    second = demo(params.model_copy(update={"train": params.train.model_copy(update={"seed": 1})}))
+    assert second.cube_uri == first.cube_uri
+    assert second.training_set_uri == first.training_set_uri
+    assert second.mlflow_run_id != first.mlflow_run_id
     after = current_alias("champion")
     assert after is not None
     if second.model_alias == "champion":

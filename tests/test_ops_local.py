@@ -21,8 +21,10 @@ from cropflow.ops import (
     PROJECT_DIR,
     discover_flows,
     flow_parameters,
+    missing_outputs,
     network_retry_options,
     plan_deployments,
+    refreshed,
     region_lock,
     region_lock_name,
     region_parameters,
@@ -212,6 +214,78 @@ def test_stage_cache_is_keyed_by_inputs_and_settings(
     monkeypatch.setenv("CROPFLOW_STAC__PROVIDER", "earth-search-v1")  # a setting changes
     assert pipeline("a") == "A"
     assert calls == ["a", "b", "a"]
+
+
+def test_stage_cache_sees_an_input_file_rewritten_in_place(
+    prefect_harness: None, tmp_path: Path
+) -> None:
+    calls: list[str] = []
+    labels = tmp_path / "labels.csv"
+    labels.write_text("a\n")
+
+    @task(**stage_task_options())
+    def stage(path: str) -> int:
+        calls.append(path)
+        return len(Path(path).read_text())
+
+    @flow
+    def pipeline(path: str) -> int:
+        return stage(path)
+
+    assert pipeline(str(labels)) == 2
+    assert pipeline(str(labels)) == 2 and len(calls) == 1  # cached
+    time.sleep(0.01)
+    labels.write_text("a,b\n")  # same path, new content
+    assert pipeline(str(labels)) == 4 and len(calls) == 2
+
+
+def test_cached_result_naming_a_deleted_output_is_computed_again(
+    prefect_harness: None, tmp_path: Path
+) -> None:
+    from cropflow.settings import get_settings
+
+    calls: list[int] = []
+
+    @task(**stage_task_options())
+    def build(n: int) -> str:
+        calls.append(n)
+        out = get_settings().workdir / "outputs" / f"{n}.txt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(str(n))
+        return out.as_uri()
+
+    @flow
+    def pipeline(n: int) -> str:
+        return build(n)
+
+    uri = pipeline(7)
+    assert pipeline(7) == uri and calls == [7]
+    out = get_settings().workdir / "outputs" / "7.txt"
+    assert missing_outputs({"ref": uri}, get_settings().workdir) == []
+    out.unlink()
+    assert missing_outputs({"ref": uri}, get_settings().workdir) == [out]
+    assert pipeline(7) == uri and calls == [7, 7]
+    assert out.read_text() == "7"
+    # Paths outside the workdir are never a reason to recompute.
+    assert missing_outputs("/nonexistent/elsewhere.tif", get_settings().workdir) == []
+
+
+def test_refreshed_stage_runs_again_and_replaces_the_cache(prefect_harness: None) -> None:
+    calls: list[int] = []
+
+    @task(**stage_task_options())
+    def stage(n: int) -> int:
+        calls.append(n)
+        return n * len(calls)
+
+    @flow
+    def pipeline(n: int, refresh: bool) -> int:
+        return refreshed(stage, refresh)(n)
+
+    assert pipeline(3, False) == 3
+    assert pipeline(3, False) == 3 and calls == [3]
+    assert pipeline(3, True) == 6 and calls == [3, 3]
+    assert pipeline(3, False) == 6 and calls == [3, 3]  # the refreshed result is the cache now
 
 
 @pytest.mark.parametrize(

@@ -99,6 +99,11 @@ class PredictParams(PredictOptions):
     region: str | None = Field(
         None, description="Name of the product folder (products/<region>/). None: the key."
     )
+    pinned_from: str | None = Field(
+        None,
+        description="The registry alias `model` was pinned from at the start of the run "
+        "(recorded with the products); None when `model` was given as is.",
+    )
 
     @field_validator("key", "region")
     @classmethod
@@ -123,6 +128,19 @@ class PredictParams(PredictOptions):
         if model_alias is not None:
             data["model"] = model_alias
         return cls(cube=cube, region=region, **data)
+
+    def pinned(self) -> PredictParams:
+        """These parameters with the model alias replaced by the registry version holding it
+        now (:func:`cropflow.train.pin_model`); a URI of one version is kept as it is.
+
+        A run that pins first predicts with one version from start to end, and its cached
+        prediction is keyed by that version: a promotion never serves an old map."""
+        from cropflow.train import pin_model
+
+        pin = pin_model(self.model)
+        if pin.alias is None:  # a URI that names one model already
+            return self
+        return self.model_copy(update={"model": pin.uri, "pinned_from": pin.alias})
 
     def prediction_key(self) -> str:
         """The prediction's name: ``key``, else the cube's file name without ``.zarr``."""

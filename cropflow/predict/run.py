@@ -358,7 +358,7 @@ def predict(
         cube=cube.uri,
         model=ModelInfo(
             uri=bundle.uri,
-            alias=_alias(bundle.uri),
+            alias=_alias(bundle.uri) or params.pinned_from,
             name=bundle.name,
             version=bundle.version,
             run_id=bundle.run_id,

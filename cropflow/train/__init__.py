@@ -10,7 +10,15 @@ Public API::
 """
 
 from cropflow.train.params import AugmentParams, EarlyStopping, TrainOptions, TrainParams
-from cropflow.train.registry import CHALLENGER, CHAMPION, LoadedModel, Registration, load_model
+from cropflow.train.registry import (
+    CHALLENGER,
+    CHAMPION,
+    LoadedModel,
+    PinnedModel,
+    Registration,
+    load_model,
+    pin_model,
+)
 from cropflow.train.training import (
     TrainOutcome,
     TrainResult,
@@ -25,12 +33,14 @@ __all__ = [
     "AugmentParams",
     "EarlyStopping",
     "LoadedModel",
+    "PinnedModel",
     "Registration",
     "TrainOptions",
     "TrainOutcome",
     "TrainParams",
     "TrainResult",
     "load_model",
+    "pin_model",
     "register_run",
     "run_training",
     "train",

@@ -284,6 +284,41 @@ def load_model(alias_or_uri: str = CHAMPION, device: torch.device | str = "cpu")
     )
 
 
+class PinnedModel(BaseModel):
+    """A model reference fixed to one registry version for the length of a run."""
+
+    uri: str = Field(description="Immutable URI: models:/<name>/<version>, or the URI given.")
+    alias: str | None = Field(None, description="The alias it was pinned from, if any.")
+    version: str | None = None
+    run_id: str | None = None
+
+
+def pin_model(alias_or_uri: str | None = None) -> PinnedModel:
+    """Resolve an alias (``champion``; None: the champion) to the version holding it now.
+
+    A run that pins its model first predicts with one version from start to end, caches its
+    prediction under that version, and records it, even if a retrain promotes another model
+    meanwhile. URIs other than ``models:/<name>@<alias>`` pass unchanged.
+    """
+    target = mlflow_target()
+    uri = resolve_uri(alias_or_uri or CHAMPION, target.registered_model)
+    if not (uri.startswith("models:/") and "@" in uri):
+        return PinnedModel(uri=uri)
+    name, alias = uri.removeprefix("models:/").split("@", 1)
+    try:
+        mv = target.client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        raise ConfigError(
+            f"no version of model {name!r} has alias {alias!r} in {target.tracking_uri} "
+            f"({exc.message})",
+            hint="train and register a model first (`cropflow train`, or the retrain flow), "
+            "or name an existing version (models:/<name>/<version>)",
+        ) from exc
+    return PinnedModel(
+        uri=f"models:/{name}/{mv.version}", alias=alias, version=str(mv.version), run_id=mv.run_id
+    )
+
+
 def current_alias(alias: str) -> tuple[str, str | None] | None:
     """(version, run id) holding ``alias`` in the registered model, or None."""
     target = mlflow_target()
