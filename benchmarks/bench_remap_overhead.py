@@ -102,6 +102,7 @@ def main() -> None:
     work = (args.workdir or Path(tempfile.mkdtemp(prefix="bench-remap-"))).resolve()
     os.environ["CROPFLOW_WORKDIR"] = str(work)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from cropflow.settings import get_settings
 
     t0 = time.perf_counter()

@@ -7,6 +7,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from cropflow.cube import CubeParams, CubePlan, CubeRef, plan_from_search, write_cube
 from cropflow.ops import stage_task_options
+from tasks.progress import progress_artifact
 
 
 @task(name="cube-plan")
@@ -17,8 +18,9 @@ def plan_cube_task(search_uri: str, provider: str | None, params: CubeParams) ->
 
 @task(name="cube-write", **stage_task_options())
 def write_cube_task(plan: CubePlan, uri: str | None) -> CubeRef:
-    """Write (or resume) the cube region by region on the Dask cluster; its reference."""
-    return write_cube(plan, uri)
+    """Write (or resume) the cube region by region on the Dask cluster; its reference.
+    A progress artifact follows the regions written."""
+    return write_cube(plan, uri, on_progress=progress_artifact(f"regions of cube {plan.key}"))
 
 
 @task(name="cube-summary")

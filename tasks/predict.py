@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from uuid import UUID
 
 from prefect import Task, task
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    update_progress_artifact,
-)
+from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
@@ -21,6 +16,7 @@ from cropflow.predict import PredictionResult, PredictParams, predict
 from cropflow.predict.progress import report_progress
 from cropflow.products import ProductsResult, build_products
 from cropflow.products.report import report_markdown
+from tasks.progress import progress_artifact
 
 
 def _retry_unless_user_error(task: Task[Any, Any], run: TaskRun, state: State[Any]) -> bool:
@@ -53,17 +49,11 @@ def pin_model_task(params: PredictParams) -> PredictParams:
 )
 def predict_tiles(params: PredictParams) -> PredictionResult:
     """Run the missing tiles of a prediction (a retry resumes where the crash left off)."""
-    artifact: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync in a task
-        progress=0.0, description=f"tiles of prediction {params.prediction_key()}"
-    )
-    last = {"pct": -1.0}
+    update = progress_artifact(f"tiles of prediction {params.prediction_key()}")
 
     def on_progress(done: int, total: int) -> None:
         report_progress(done, total)
-        pct = 100.0 * done / total if total else 100.0
-        if pct - last["pct"] >= 1.0 or done == total:
-            update_progress_artifact(artifact_id=artifact, progress=pct)
-            last["pct"] = pct
+        update(done, total)
 
     return predict(params, on_progress=on_progress)
 

@@ -7,12 +7,17 @@ from prefect.artifacts import create_markdown_artifact
 
 from cropflow.ops import stage_task_options
 from cropflow.train import Registration, TrainOutcome, TrainParams, TrainResult, register_run, train
+from tasks.progress import progress_artifact
 
 
 @task(name="train-model", **stage_task_options())
 def train_model(params: TrainParams) -> TrainResult:
-    """Train one model (any family) and log it to MLflow; a rerun resumes from checkpoints."""
-    return train(params)
+    """Train one model (any family) and log it to MLflow; a rerun resumes from checkpoints.
+    A progress artifact follows the epochs."""
+    update = progress_artifact(f"epochs of {params.model.name} on {params.training_set}")
+    result = train(params, on_epoch_end=lambda epoch, _m, _model: update(epoch, params.epochs))
+    update(1, 1)  # done, also when early stopping ended it before the planned epochs
+    return result
 
 
 @task(name="register-model", **stage_task_options())

@@ -369,8 +369,11 @@ def test_killed_build_resumes_without_rewriting_finished_regions(
     }
     assert all(f.exists() for f in chunk_files)
     time.sleep(0.01)
-    ref = write_cube(plan, final, client=client)
+    progress: list[tuple[int, int]] = []
+    ref = write_cube(plan, final, client=client, on_progress=lambda d, t: progress.append((d, t)))
     assert ref.regions_written == total - len(done)
+    # Progress starts at the regions already written and counts up to all of them.
+    assert progress == [(n, total) for n in range(len(done), total + 1)]
     moved = {final / f.relative_to(partial): t for f, t in chunk_files.items()}
     assert {f: f.stat().st_mtime_ns for f in moved} == moved, "finished regions were rewritten"
     resumed = open_cube(final).compute()

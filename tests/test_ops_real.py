@@ -234,6 +234,7 @@ def test_retrain_then_remap_on_the_worker(real: RealStack) -> None:
         "cube-summary",
         "training-set-classes",
         "training-report",
+        "progress",  # of the cube's regions and the training's epochs
     } <= _artifact_keys(real, done.id)
 
     t0 = time.time()

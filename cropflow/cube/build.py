@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import operator
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,11 @@ def _collect_bad(plan: CubePlan, stats: Sequence[RegionStats]) -> list[BadItem]:
 
 
 def _run_regions(
-    client: Client, plan: CubePlan, todo: list[Region], path: Path
+    client: Client,
+    plan: CubePlan,
+    todo: list[Region],
+    path: Path,
+    on_done: Callable[[], None] | None = None,
 ) -> list[RegionStats]:
     plan_future = client.scatter(plan, broadcast=True)
     futures = client.map(build_region, todo, plan=plan_future, path=str(path), pure=False)
@@ -80,6 +84,8 @@ def _run_regions(
     try:
         for fut in as_completed(futures):
             out.append(fut.result())
+            if on_done is not None:
+                on_done()
     except Exception as exc:
         client.cancel(futures)
         raise DataError(
@@ -91,9 +97,15 @@ def _run_regions(
 
 
 def write_cube(
-    plan: CubePlan, uri: str | Path | None = None, client: Client | None = None
+    plan: CubePlan,
+    uri: str | Path | None = None,
+    client: Client | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> CubeRef:
-    """Write (or resume, or find finished) the cube of ``plan``; returns its reference."""
+    """Write (or resume, or find finished) the cube of ``plan``; returns its reference.
+
+    ``on_progress(done, total)`` is called with regions written (finished ones included) at
+    the start and after each region."""
     final = cube_path(uri) if uri is not None else default_cube_uri(plan)
     partial = partial_path(final)
     if final.exists():
@@ -113,9 +125,18 @@ def write_cube(
     log.info("cube %s: %d regions, %d to write", plan.key, len(regions), len(todo))
     ctx: AbstractContextManager[Client] = nullcontext(client) if client else dask_client()
     new: list[RegionStats] = []
+    count = {"done": len(regions) - len(todo)}
+
+    def on_done() -> None:
+        count["done"] += 1
+        if on_progress is not None:
+            on_progress(count["done"], len(regions))
+
+    if on_progress is not None:
+        on_progress(count["done"], len(regions))
     if todo:
         with ctx as c:
-            new = _run_regions(c, plan, todo, partial)
+            new = _run_regions(c, plan, todo, partial, on_done)
     stats = [*done.values(), *new]
     bad = _collect_bad(plan, stats)
     n_considered = len(plan.items) + len(plan.bad_items)

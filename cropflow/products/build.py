@@ -95,7 +95,7 @@ def build_products(prediction: PredictionResult, dest: Path | None = None) -> Pr
         areas = class_areas(class_id, cm, crs, transform)
         files["class_area_csv"], files["class_area_parquet"] = write_area_table(areas, stage)
         files["quicklook"] = write_quicklook(
-            files["class_map"], cm, areas, stage / "quicklook.png", title=prediction.key
+            files["class_map"], cm, areas, stage / "quicklook.png", title=prediction.region
         )
         n_fields = None
         if prediction.fields:
