@@ -3,6 +3,7 @@ and (on Prefect's temporary test API) caching, retries and the region lock."""
 
 from __future__ import annotations
 
+import contextvars
 import shutil
 import textwrap
 import threading
@@ -347,6 +348,67 @@ def test_region_lock_serialises_and_times_out(prefect_harness: None) -> None:
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name(region_lock_name("lockregion"))
     assert limit.limit == 1 and limit.active_slots == 0
+
+
+HOLD_LOCK = """
+import sys, time
+from cropflow.ops import region_lock
+with region_lock("fileregion"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_without_a_server_the_region_lock_is_a_file_lock_freed_when_its_holder_dies(
+    tmp_path: Path,
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from cropflow.ops import region_lock_file
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert PREFECT_API_URL.value() in (None, "")
+        env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR)}
+        env.pop("PREFECT_API_URL", None)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK], stdout=subprocess.PIPE, text=True, env=env
+        )
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            assert region_lock_file("fileregion").exists()
+            busy = pytest.raises(CropflowError, match="being remapped")
+            with busy, region_lock("fileregion", timeout_s=1.0):
+                pass
+            holder.send_signal(signal.SIGKILL)  # dies without releasing anything
+            holder.wait(30)
+            t0 = time.monotonic()
+            with region_lock("fileregion", timeout_s=10.0):
+                waited = time.monotonic() - t0
+            assert waited < 2.0, waited
+        finally:
+            holder.kill()
+        # Two holders in one process are serialised too (one open file each).
+        spans: list[tuple[float, float]] = []
+
+        def hold() -> None:
+            with region_lock("fileregion"):
+                start = time.monotonic()
+                time.sleep(0.3)
+                spans.append((start, time.monotonic()))
+
+        # Threads do not inherit the temporary settings (a context variable): copy them.
+        threads = [
+            threading.Thread(target=contextvars.copy_context().run, args=(hold,)) for _ in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        spans.sort()
+        assert len(spans) == 2 and spans[0][1] <= spans[1][0]
 
 
 def test_prefect_yaml_examples_point_at_real_flows_and_region_schedules() -> None:
