@@ -229,7 +229,8 @@ def stack_down() -> None:
 
 
 def _key_values(pairs: list[str], params_file: Path | None) -> dict[str, Any]:
-    """``--params FILE`` then ``key=value`` pairs (values parsed as YAML: numbers, lists...)."""
+    """``--params FILE`` then ``key=value`` pairs (values parsed as YAML: numbers, lists...);
+    a dotted key sets a nested field: ``train.epochs=5`` is ``{"train": {"epochs": 5}}``."""
     import yaml
 
     from cropflow.cli_params import load_params_file
@@ -237,9 +238,21 @@ def _key_values(pairs: list[str], params_file: Path | None) -> dict[str, Any]:
     data: dict[str, Any] = load_params_file(params_file) if params_file else {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"parameter {pair!r} is not key=value", hint="e.g. epochs=5")
-        data[key.strip()] = yaml.safe_load(value)
+        parts = [p.strip() for p in key.split(".")]
+        if not sep or not all(parts):
+            raise ConfigError(
+                f"parameter {pair!r} is not key=value", hint="e.g. region=demo train.epochs=5"
+            )
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(
+                    f"parameter {pair!r}: {part!r} is already set to a value, not fields",
+                    hint="set either the whole value or its fields",
+                )
+            node = child
+        node[parts[-1]] = yaml.safe_load(value)
     return data
 
 

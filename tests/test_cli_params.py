@@ -68,3 +68,17 @@ def test_invalid_values_name_the_option(options: dict[str, str | None], needle: 
     with pytest.raises(ConfigError) as info:
         build_params(Params, None, options)
     assert needle in str(info.value)
+
+
+def test_key_value_pairs_nest_dotted_keys_and_refuse_bad_pairs() -> None:
+    from cropflow.cli import _key_values
+    from cropflow.errors import ConfigError
+
+    got = _key_values(["region=demo", "train.epochs=5", "train.lr=0.01", "refresh=true"], None)
+    assert got == {"region": "demo", "train": {"epochs": 5, "lr": 0.01}, "refresh": True}
+    with pytest.raises(ConfigError, match="not key=value"):
+        _key_values(["epochs"], None)
+    with pytest.raises(ConfigError, match="not key=value"):
+        _key_values(["train..epochs=5"], None)
+    with pytest.raises(ConfigError, match="already set to a value"):
+        _key_values(["train=3", "train.epochs=5"], None)
