@@ -150,7 +150,11 @@ class LocalStacServer:
         for _ in range(attempts):
             port = self.requested_port or free_port(self.host)
             self._launch(exe, port)
-            error = self._wait_ready()
+            try:
+                error = self._wait_ready()
+            except BaseException:  # Ctrl-C while starting: leave no server behind
+                self.stop()
+                raise
             if error is None:
                 log.info("STAC API of %s serving at %s", self.items_json, self.url)
                 return self
@@ -250,11 +254,13 @@ def serve(
     server = LocalStacServer(
         collection_json, items_json, host=host or stack.host, port=port or stack.stac_port
     )
-    with server:
-        print(f"STAC API serving {server.items_json} at {server.url}  (Ctrl-C stops)", flush=True)
-        try:
+    try:
+        with server:  # stops the server on the way out, Ctrl-C included
+            print(
+                f"STAC API serving {server.items_json} at {server.url}  (Ctrl-C stops)", flush=True
+            )
             status = server.wait()
-        except KeyboardInterrupt:
-            return
+    except KeyboardInterrupt:  # also while starting, or just before the wait
+        return
     if status != 0:
         raise StacError(f"rustac exited with status {status}", hint="see its output above")
