@@ -8,6 +8,7 @@ states (grid, period, model alias, labels).
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -18,6 +19,25 @@ from cropflow.labels import LabelSource
 from cropflow.regions import RegionConfig
 from cropflow.settings import Settings, get_settings
 from cropflow.stac.search import SearchParams
+
+
+class RegionRunParams(BaseModel):
+    """What every run on a region starts from (the base of the retrain and remap forms)."""
+
+    region: str | RegionConfig | dict[str, Any] = Field(
+        "demo",
+        description="Region: the name of a file in deployments/regions/, or its fields.",
+    )
+    cube: CubeParams = Field(
+        default_factory=CubeParams,
+        description="Datacube options (the region's grid, period and season override).",
+    )
+    refresh: bool = Field(
+        False,
+        description="Run every stage again instead of reusing the cached results of a "
+        "previous run with the same inputs (the new results replace them). Outputs complete "
+        "on disk are still found by their stage: delete one to rebuild it.",
+    )
 
 
 def cube_params_for(

@@ -7,41 +7,24 @@ by a re-run (stage caching), and products are published atomically.
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from cropflow.chain import ChainSummary
-from cropflow.cube import CubeParams
+from cropflow.chain import ChainSummary, RegionRunParams
 from cropflow.ops import refreshed, region_lock
 from cropflow.predict import PredictOptions, PredictParams
-from cropflow.regions import RegionConfig
 from tasks.chain import region_cube_params, region_search_params, resolve_region
 from tasks.cube import plan_cube_task, publish_cube_summary, write_cube_task
 from tasks.predict import build_map_products, pin_model_task, predict_tiles, publish_report
 from tasks.search import publish_search_summary, search_items
 
 
-class RemapParams(BaseModel):
+class RemapParams(RegionRunParams):
     """What the remap of a region is built from."""
 
-    region: str | RegionConfig | dict[str, Any] = Field(
-        "demo",
-        description="Region: the name of a file in deployments/regions/, or its fields.",
-    )
-    cube: CubeParams = Field(
-        default_factory=CubeParams,
-        description="Datacube options (the region's grid, period and season override).",
-    )
     predict: PredictOptions = Field(
         default_factory=PredictOptions,
         description="Prediction options (the region's model alias overrides `model`).",
-    )
-    refresh: bool = Field(
-        False,
-        description="Recompute every stage, even those a previous run with the same inputs "
-        "finished (their cached results are replaced).",
     )
 
 

@@ -7,16 +7,12 @@ beats the current champion on the same validation split; otherwise it is the ``c
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from cropflow.chain import ChainSummary
-from cropflow.cube import CubeParams
+from cropflow.chain import ChainSummary, RegionRunParams
 from cropflow.labels import TrainingSetOptions, TrainingSetParams
 from cropflow.ops import refreshed
-from cropflow.regions import RegionConfig
 from cropflow.train import TrainOptions, TrainOutcome, TrainParams
 from tasks.chain import region_cube_params, region_labels, region_search_params, resolve_region
 from tasks.cube import plan_cube_task, publish_cube_summary, write_cube_task
@@ -31,26 +27,14 @@ from tasks.search import publish_search_summary, search_items
 from tasks.train import publish_training_report, register_model, train_model
 
 
-class RetrainParams(BaseModel):
-    """What the retrain of a region is built from."""
+class RetrainParams(RegionRunParams):
+    """What the retrain of a region is built from (to train again on identical inputs,
+    change ``train.seed``: a new seed is a new training, the rest comes from the cache)."""
 
-    region: str | RegionConfig | dict[str, Any] = Field(
-        "demo",
-        description="Region: the name of a file in deployments/regions/, or its fields.",
-    )
-    cube: CubeParams = Field(
-        default_factory=CubeParams,
-        description="Datacube options (the region's grid, period and season override).",
-    )
     training_set: TrainingSetOptions = Field(
         default_factory=TrainingSetOptions, description="Training-set options."
     )
     train: TrainOptions = Field(default_factory=TrainOptions, description="Training options.")
-    refresh: bool = Field(
-        False,
-        description="Recompute every stage, even those a previous run with the same inputs "
-        "finished (to train again with identical inputs, change `train.seed` instead).",
-    )
 
 
 class RetrainResult(BaseModel):

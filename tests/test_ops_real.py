@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from uuid import UUID
 
 import pytest
 import rasterio
+from stack_helpers import ServerStack, free_ports
 
 from cropflow import stack
 from cropflow.ops import FlowRunInfo, deploy_all, trigger, wait_for_run
@@ -58,29 +58,9 @@ HEARTBEAT_S = 30
 FIGURES: dict[str, Any] = {}
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @dataclass
-class RealStack:
-    settings: Settings
+class RealStack(ServerStack):
     regions: Path
-
-    def worker(self) -> stack.Service:
-        return next(s for s in stack.plan(self.settings) if s.name == "prefect-worker")
-
-    def client(self) -> Any:
-        from prefect.client.orchestration import get_client
-
-        return get_client(sync_client=True)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +75,7 @@ def real(session_root: Path) -> Iterator[RealStack]:
     regions = root / "regions"
     regions.mkdir()
     shutil.copy(REGIONS_DIR / "demo.yaml", regions / "demo.yaml")  # the file users deploy
-    prefect, mlflow, dask, dash, stac = _free_ports(5)
+    prefect, mlflow, dask, dash, stac = free_ports(5)
     env = {
         "CROPFLOW_WORKDIR": str(root / "work"),
         "CROPFLOW_STACK__PREFECT_PORT": str(prefect),
@@ -309,9 +289,7 @@ def test_killed_remap_rerun_reuses_the_finished_stages(real: RealStack) -> None:
     # The machine "dies": the worker and the flow run's process, without warning.
     with real.client() as client:
         infra = client.read_flow_run(UUID(first.id)).infrastructure_pid
-    (worker,) = stack.status(real.settings, [real.worker()])
-    assert worker.pid is not None
-    os.killpg(worker.pid, signal.SIGKILL)
+    worker_pid = real.kill_worker()
     if infra:
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(str(infra).rsplit(":", 1)[-1]), signal.SIGKILL)
@@ -325,11 +303,7 @@ def test_killed_remap_rerun_reuses_the_finished_stages(real: RealStack) -> None:
     # Nothing of the killed run was published: the previous map is intact, byte for byte.
     assert {p.name: _sha(p) for p in products.iterdir() if p.is_file()} == before
 
-    gone_by = time.monotonic() + 30
-    while stack.status(real.settings, [real.worker()])[0].running:
-        assert time.monotonic() < gone_by, "the killed worker is still running"
-        time.sleep(0.1)
-    stack.up(real.settings, [real.worker()])
+    real.restart_worker(worker_pid)
 
     t0 = time.time()
     rerun = trigger("remap-region/demo", {"predict": PREDICT})

@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
+from stack_helpers import ServerStack, free_ports
 from test_ops_standin import read_events, standin_dir
 
 from cropflow import stack
@@ -38,7 +38,7 @@ from cropflow.ops import (
     trigger,
     wait_for_run,
 )
-from cropflow.settings import Settings, get_settings
+from cropflow.settings import get_settings
 
 pytestmark = pytest.mark.slow
 
@@ -55,12 +55,6 @@ HEARTBEAT_S, ZOMBIE_AFTER_S = 30, 40.0
 FIGURES: dict[str, Any] = {}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _write_region(folder: Path, name: str, **fields: Any) -> Path:
     data: dict[str, Any] = {
         "aoi": [13.60, 52.05, 13.75, 52.12],
@@ -75,8 +69,7 @@ def _write_region(folder: Path, name: str, **fields: Any) -> Path:
 
 
 @dataclass
-class OpsStack:
-    settings: Settings
+class OpsStack(ServerStack):
     project: Path
     regions: Path
     api_url: str
@@ -90,14 +83,6 @@ class OpsStack:
             retrain_entrypoint=RETRAIN,
             zombie_after_s=ZOMBIE_AFTER_S,
         )
-
-    def worker(self) -> stack.Service:
-        return next(s for s in stack.plan(self.settings) if s.name == "prefect-worker")
-
-    def client(self) -> Any:
-        from prefect.client.orchestration import get_client
-
-        return get_client(sync_client=True)
 
 
 @pytest.fixture(scope="module")
@@ -125,11 +110,11 @@ def ops(session_root: Path) -> Iterator[OpsStack]:
     for name in ("gamma", "kappa"):
         _write_region(regions, name)
 
-    port = _free_port()
+    port, stac_port = free_ports(2)
     env = {
         "CROPFLOW_WORKDIR": str(root / "work"),
         "CROPFLOW_STACK__PREFECT_PORT": str(port),
-        "CROPFLOW_STACK__STAC_PORT": str(_free_port()),
+        "CROPFLOW_STACK__STAC_PORT": str(stac_port),
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
         "CROPFLOW_STACK__WORK_POOL": POOL,
         "CROPFLOW_STACK__START_TIMEOUT_S": "180",
@@ -392,20 +377,12 @@ def test_killed_worker_then_rerun_reuses_cached_stages(deployed: OpsStack) -> No
     flow_pid = starts[0]["pid"]
 
     # The machine "dies": the worker and the flow-run process are killed without warning.
-    (worker_status,) = stack.status(ops.settings, [ops.worker()])
-    assert worker_status.pid is not None
-    os.killpg(worker_status.pid, signal.SIGKILL)
+    worker_pid = ops.kill_worker()
     with contextlib.suppress(ProcessLookupError):
         os.kill(flow_pid, signal.SIGKILL)
     killed_at = time.time()
     block.unlink()
-    # Restart only once the old worker is gone: stack.up() skips a service whose pid lives.
-    gone_by = time.monotonic() + 30
-    while stack.status(ops.settings, [ops.worker()])[0].running and time.monotonic() < gone_by:
-        time.sleep(0.1)
-    stack.up(ops.settings, [ops.worker()])
-    (restarted,) = stack.status(ops.settings, [ops.worker()])
-    assert restarted.running and restarted.pid != worker_status.pid
+    ops.restart_worker(worker_pid)
 
     t0 = time.time()
     second = trigger("remap-region/kappa")

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from stack_helpers import free_ports
 
 from cropflow.demo import DemoConfig, generate_region
 from cropflow.settings import Settings
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _cli(
@@ -44,7 +34,7 @@ def _group_alive(pgid: int) -> bool:
 @pytest.mark.slow
 def test_stack_up_status_down(tmp_path: Path) -> None:
     work = tmp_path / "work"
-    prefect, mlflow, dask, dash, stac = _free_ports(5)
+    prefect, mlflow, dask, dash, stac = free_ports(5)
     env = {
         **os.environ,
         "CROPFLOW_WORKDIR": str(work),
