@@ -10,7 +10,7 @@ import copy
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -50,7 +50,7 @@ def write_catalog(
     cid = collection_id or features[0]["collection"]
     bboxes = [f["bbox"] for f in features]
     times = sorted(f["properties"]["datetime"] for f in features)
-    collection = {
+    collection: dict[str, Any] = {
         "type": "Collection",
         "stac_version": "1.0.0",
         "id": cid,
@@ -76,6 +76,118 @@ def write_catalog(
     collection_path.write_text(json.dumps(collection))
     items_path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     return collection_path, items_path
+
+
+def collection_dict(collection_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A STAC Collection (no links) whose extent covers ``items`` (their bbox and datetime)."""
+    bboxes = [i["bbox"] for i in items]
+    times = sorted(i["properties"]["datetime"] for i in items)
+    west, south = min(b[0] for b in bboxes), min(b[1] for b in bboxes)
+    east, north = max(b[2] for b in bboxes), max(b[3] for b in bboxes)
+    return {
+        "type": "Collection",
+        "stac_version": "1.0.0",
+        "id": collection_id,
+        "description": f"test collection of {len(items)} real fixture items",
+        "license": "proprietary",
+        "links": [],
+        "extent": {
+            "spatial": {"bbox": [[west, south, east, north]]},
+            "temporal": {"interval": [[times[0], times[-1]]]},
+        },
+    }
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write ``data`` as JSON to ``path`` (folders created); the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def localise_assets(item: dict[str, Any], item_file: Path, keys: int = 2) -> list[str]:
+    """Point the first ``keys`` assets of ``item`` at small local files beside ``item_file``
+    through RELATIVE hrefs (``./<key>.tif``), creating the files; the keys changed."""
+    changed = list(item["assets"])[:keys]
+    for key in changed:
+        item_file.parent.mkdir(parents=True, exist_ok=True)
+        (item_file.parent / f"{key}.tif").write_bytes(b"II*\x00 not a real tiff")
+        item["assets"][key]["href"] = f"./{key}.tif"
+    return changed
+
+
+def write_static_catalog(
+    root: Path,
+    collections: dict[str, list[dict[str, Any]]],
+    loose: list[dict[str, Any]] | None = None,
+) -> Path:
+    """A static catalog tree with RELATIVE links, as pystac's ``save()`` lays one out::
+
+        root/catalog.json                       child -> <cid>/collection.json, loose/catalog.json
+        root/<cid>/collection.json              item -> items/<id>/<id>.json
+        root/<cid>/items/<id>/<id>.json         assets: ./<key>.tif (local files) + remote ones
+        root/shared/thumb.png                   every item's "thumbnail": ../../../shared/...
+        root/loose/catalog.json                 a plain Catalog linking ``loose`` items
+
+    Item ``collection`` fields are kept as given; the root ``catalog.json`` is returned.
+    """
+    thumb = root / "shared" / "thumb.png"
+    thumb.parent.mkdir(parents=True, exist_ok=True)
+    thumb.write_bytes(b"\x89PNG not a real png")
+    catalog_links = [{"rel": "self", "href": "./catalog.json"}]
+    for cid, items in collections.items():
+        folder = root / cid
+        links: list[dict[str, Any]] = [
+            {"rel": "root", "href": "../catalog.json"},
+            {"rel": "parent", "href": "../catalog.json"},
+            {"rel": "license", "href": "../LICENSE.txt"},
+        ]
+        for item in items:
+            item = copy.deepcopy(item)
+            item_file = folder / "items" / item["id"] / f"{item['id']}.json"
+            localise_assets(item, item_file)
+            item["assets"]["thumbnail"] = {"href": "../../../shared/thumb.png", "roles": ["x"]}
+            item["links"] = [
+                {"rel": "self", "href": f"./{item['id']}.json"},
+                {"rel": "parent", "href": "../../collection.json"},
+                {"rel": "collection", "href": "../../collection.json"},
+                {"rel": "root", "href": "../../../catalog.json"},
+            ]
+            write_json(item_file, item)
+            links.append({"rel": "item", "href": f"./items/{item['id']}/{item['id']}.json"})
+        collection = collection_dict(cid, items)
+        collection["links"] = links
+        write_json(folder / "collection.json", collection)
+        catalog_links.append({"rel": "child", "href": f"./{cid}/collection.json"})
+    if loose:
+        loose_links = [{"rel": "parent", "href": "../catalog.json"}]
+        for item in loose:
+            item = copy.deepcopy(item)
+            item["links"] = []
+            item_file = root / "loose" / f"{item['id']}.json"
+            localise_assets(item, item_file, keys=1)
+            write_json(item_file, item)
+            loose_links.append({"rel": "item", "href": f"./{item['id']}.json"})
+        loose_catalog = {"type": "Catalog", "stac_version": "1.0.0", "id": "loose"}
+        write_json(
+            root / "loose" / "catalog.json",
+            {**loose_catalog, "description": "items of several collections", "links": loose_links},
+        )
+        catalog_links.append({"rel": "child", "href": "./loose/catalog.json"})
+    root_catalog = {"type": "Catalog", "stac_version": "1.0.0", "id": "root"}
+    return write_json(
+        root / "catalog.json",
+        {**root_catalog, "description": "a test tree of real items", "links": catalog_links},
+    )
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``check`` until it holds; AssertionError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:g} s")
+        time.sleep(0.05)
 
 
 def reprocessed_copy(item: dict[str, Any], baseline: str, new_id: str) -> dict[str, Any]:
