@@ -171,6 +171,36 @@ def test_tile_and_year_rules_and_missing_attributes(tmp_path: Path) -> None:
         assign_splits(no_attrs, SplitFractions(), 0, load_split_rules(path))
 
 
+def test_a_final_stratified_rule_may_give_train_nothing_when_a_rule_selects_train(
+    tmp_path: Path,
+) -> None:
+    units = Units(counts=np.ones((6, 2), dtype=np.int64), year=np.arange(2018, 2024))
+    path = tmp_path / "zero_train.yaml"
+    path.write_text(
+        "rules:\n  - {split: train, year: [2018, 2019, 2020]}\n"
+        "  - stratified: {train: 0.0, val: 0.5, test: 0.5}\n"
+    )
+    rules = load_split_rules(path)
+    codes = assign_splits(units, SplitFractions(), 0, rules)
+    names = [SPLIT_NAMES[c] for c in codes]
+    assert names[:3] == ["train"] * 3 and set(names[3:]) <= {"val", "test"}
+    # a train rule that matches nothing leaves train empty: refused
+    with pytest.raises(ConfigError, match="no split unit is in train"):
+        assign_splits(
+            Units(counts=units.counts, year=np.arange(2028, 2034)), SplitFractions(), 0, rules
+        )
+    # without a train rule, a zero train share is refused when the file is read
+    path.write_text(
+        "rules:\n  - {split: test, year: [2018]}\n  - stratified: {train: 0, val: 1, test: 0}\n"
+    )
+    with pytest.raises(ConfigError, match="no rule selects train") as err:
+        load_split_rules(path)
+    assert str(path) in str(err.value)
+    # the default fractions still need a positive train share
+    with pytest.raises(ValueError, match="positive"):
+        SplitFractions(train=0.0, val=0.5, test=0.5)
+
+
 def test_stratified_assignment_follows_fractions_per_class() -> None:
     rng = np.random.default_rng(0)
     counts = np.zeros((600, 3), dtype=np.int64)

@@ -6,7 +6,8 @@ before renaming it into place, under ``<out>.parts/`` next to the training set:
 1. :func:`prepare_labels`: read, validate, map codes to classes, vote points, reproject to the
    cube grid -> ``labels.parquet`` (GeoParquet);
 2. :func:`rasterize_labels`: class and field rasters on the cube grid -> ``rasters.zarr``;
-3. :func:`split_labels`: split units and their splits -> ``splits.zarr``;
+3. :func:`split_labels`: split units and their splits -> ``splits.zarr`` (with a split file,
+   also the fields it cut or dropped);
 4. :func:`write_training_set`: samples, statistics, class weights -> the training set.
 
 :func:`build_training_set` runs the four in a row (the CLI calls it); the Prefect flow
@@ -26,6 +27,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import xarray as xr
+from odc.geo.geobox import GeoBox
 from pydantic import BaseModel, Field
 
 from cropflow.classes import IGNORE_INDEX
@@ -56,10 +58,12 @@ from cropflow.labels.rasterize import (
 from cropflow.labels.samples import GridLabels, SampleOptions, write_samples
 from cropflow.labels.splits import (
     SPLIT_NAMES,
+    SplitLayerReport,
     SplitOptions,
     assign_splits,
     block_units,
     load_split_rules,
+    split_by_layer,
     units_from_rasters,
 )
 from cropflow.labels.stats import StatsOptions
@@ -166,6 +170,9 @@ class SplitResult(BaseModel):
     uri: str
     n_units: int
     units_per_split: dict[str, int]
+    layer: SplitLayerReport | None = Field(
+        None, description="What the split file did (when splits come from one)."
+    )
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -286,41 +293,145 @@ def _open_rasters(uri: str) -> xr.Dataset:
     return xr.open_zarr(uri, consolidated=False, mask_and_scale=False).load()
 
 
-def split_labels(params: TrainingSetParams, rasters: LabelRasters) -> SplitResult:
-    """Cut the grid into split units (blocks joined by fields) and assign their splits."""
-    ds = open_cube(params.cube_uri)
-    gbox = cube_geobox(ds, params.cube_uri)
-    r = _open_rasters(rasters.uri)
+def _field_table_vars(fields: pd.DataFrame) -> dict[str, Any]:
+    """The field table as variables along ``field_table`` (its coordinate: the number)."""
+    return {
+        "field_source_id": (
+            "field_table",
+            fields["source_id"].astype(str).to_numpy(dtype=object),
+        ),
+        "field_class": ("field_table", fields["class_id"].to_numpy(dtype=np.uint8)),
+    }
+
+
+def _fields_of(r: xr.Dataset) -> pd.DataFrame:
+    """The field table (field, source_id, class_id) stored beside a field raster."""
+    return pd.DataFrame(
+        {
+            "field": r["field_table"].values,
+            "source_id": [str(v) for v in r["field_source_id"].values],
+            "class_id": r["field_class"].values,
+        }
+    )
+
+
+def _splits_by_layer(
+    params: TrainingSetParams, rasters: LabelRasters, r: xr.Dataset, gbox: GeoBox
+) -> tuple[xr.Dataset, np.ndarray, np.ndarray, SplitLayerReport]:
+    """Splits from the split file: the splits dataset (with the cut fields), the unit codes,
+    labelled pixels per unit and class, and the file's report."""
+    by_layer = split_by_layer(
+        np.asarray(r["label"].values, dtype=np.uint8),
+        np.asarray(r["field"].values, dtype=np.int32),
+        _fields_of(r),
+        gbox,
+        _mapping(params).class_map.ids,
+        params.splits,
+        points=rasters.kind == "point",
+    )
+    cut = by_layer.cut
+    coords = {k: r.coords[k] for k in ("y", "x", "spatial_ref") if k in r.coords}
+    out = xr.Dataset(
+        {
+            "split": (("y", "x"), by_layer.split),
+            "unit": (("y", "x"), by_layer.unit),
+            "layer_split": (("y", "x"), by_layer.layer_split),
+            "label": (("y", "x"), cut.label, {"ignore_index": IGNORE_INDEX}),
+            "field": (("y", "x"), cut.field),
+            "field_parent": ("field_table", cut.fields["parent"].to_numpy(dtype=np.int32)),
+        }
+        | _field_table_vars(cut.fields),
+        coords=coords | {"field_table": cut.fields["field"].to_numpy(dtype=np.int32)},
+        attrs={"split_names": list(SPLIT_NAMES)},
+    )
+    return out, by_layer.unit_codes, by_layer.counts, by_layer.report
+
+
+def _splits_by_rules(
+    params: TrainingSetParams, r: xr.Dataset, ds: xr.Dataset, gbox: GeoBox
+) -> tuple[xr.Dataset, np.ndarray, np.ndarray]:
+    """Splits of block units by the split rules and fractions: the splits dataset, the unit
+    codes and labelled pixels per unit and class."""
+    opts = params.splits
     label = np.asarray(r["label"].values, dtype=np.uint8)
-    field = np.asarray(r["field"].values, dtype=np.int32)
-    unit, n_units = block_units(field, params.splits.block_size_px)
-    class_map = _mapping(params).class_map
+    unit, n_units = block_units(np.asarray(r["field"].values, dtype=np.int32), opts.block_size_px)
     ys = gbox.affine.f + gbox.affine.e * (np.arange(gbox.shape[0]) + 0.5)
     xs = gbox.affine.c + gbox.affine.a * (np.arange(gbox.shape[1]) + 0.5)
     units = units_from_rasters(
         label,
         unit,
         n_units,
-        class_map.ids,
+        _mapping(params).class_map.ids,
         centres=(xs, ys),
         crs=grid_crs_wkt(gbox),
         tile=params.tile,
         year=params.year or harvest_year(np.asarray(ds["time"].values)),
     )
-    rules = load_split_rules(params.splits.rules_path) if params.splits.rules_path else None
-    codes = assign_splits(units, params.splits.fractions, params.splits.seed, rules)
-    split = codes[unit]
+    rules = load_split_rules(opts.rules_path) if opts.rules_path else None
+    codes = assign_splits(units, opts.fractions, opts.seed, rules)
     coords = {k: r.coords[k] for k in ("y", "x", "spatial_ref") if k in r.coords}
     out = xr.Dataset(
-        {"split": (("y", "x"), split), "unit": (("y", "x"), unit)},
+        {"split": (("y", "x"), codes[unit]), "unit": (("y", "x"), unit)},
         coords=coords,
         attrs={"split_names": list(SPLIT_NAMES)},
     )
+    return out, codes, units.counts
+
+
+def split_labels(params: TrainingSetParams, rasters: LabelRasters) -> SplitResult:
+    """Cut the grid into split units (blocks joined by fields) and assign their splits.
+
+    With a split file (``splits.layer_path``) the file decides, pixel by pixel, and the fields
+    it cuts (or drops) are written here too: ``splits.zarr`` then holds the ``label`` and
+    ``field`` rasters and the field table that the samples use.
+    """
+    ds = open_cube(params.cube_uri)
+    gbox = cube_geobox(ds, params.cube_uri)
+    r = _open_rasters(rasters.uri)
+    layer_report = None
+    if params.splits.layer_path is not None:
+        out, codes, counts, layer_report = _splits_by_layer(params, rasters, r, gbox)
+    else:
+        out, codes, counts = _splits_by_rules(params, r, ds, gbox)
     path = params.parts() / "splits.zarr"
     _write_zarr(out, path)
-    labelled_units = units.counts.sum(axis=1) > 0
+    labelled_units = counts.sum(axis=1) > 0
     per_split = {s: int(((codes == i) & labelled_units).sum()) for i, s in enumerate(SPLIT_NAMES)}
-    return SplitResult(uri=str(path), n_units=n_units, units_per_split=per_split)
+    return SplitResult(
+        uri=str(path), n_units=len(codes), units_per_split=per_split, layer=layer_report
+    )
+
+
+def split_notes(splits: SplitResult) -> list[str]:
+    """Things the user should know about what a split file did to their labels."""
+    rep = splits.layer
+    if rep is None:
+        return []
+    notes: list[str] = []
+    if rep.n_fields_cut and rep.crossing == "cut":
+        notes.append(
+            f"{rep.n_fields_cut} fields cut by split lines into {rep.n_pieces} fields "
+            "(one per split; they keep their source id)"
+        )
+    if rep.n_fields_dropped:
+        notes.append(
+            f"{rep.n_fields_dropped} fields crossing split lines or leaving the split polygons "
+            "dropped"
+        )
+    if rep.n_fields_trimmed:
+        notes.append(
+            f"{rep.n_fields_trimmed} fields reach outside the split polygons; their pixels "
+            "there are left out"
+        )
+    if rep.n_fields_outside:
+        notes.append(f"{rep.n_fields_outside} fields lie wholly outside the split polygons")
+    if rep.n_overlap_pixels:
+        notes.append(
+            f"{rep.n_overlap_pixels} pixels under split polygons of different splits left out"
+        )
+    if rep.n_labelled_pixels_no_split:
+        notes.append(f"{rep.n_labelled_pixels_no_split} labelled pixels are in no split")
+    return notes
 
 
 def report_notes(prepared: PreparedLabels, rasters: LabelRasters) -> list[str]:
@@ -379,18 +490,12 @@ def write_training_set(
     mapping = _mapping(params)
     class_map = mapping.class_map
     opts = params.rasterize
-    fields = pd.DataFrame(
-        {
-            "field": r["field_table"].values,
-            "source_id": [str(v) for v in r["field_source_id"].values],
-            "class_id": r["field_class"].values,
-        }
-    )
+    fields_from = s if "field" in s else r  # a split file may have cut or dropped fields
     grid = GridLabels(
-        label=np.asarray(r["label"].values, dtype=np.uint8),
-        field=np.asarray(r["field"].values, dtype=np.int32),
+        label=np.asarray(fields_from["label"].values, dtype=np.uint8),
+        field=np.asarray(fields_from["field"].values, dtype=np.int32),
         split=np.asarray(s["split"].values, dtype=np.uint8),
-        fields=fields,
+        fields=_fields_of(fields_from),
         boundary_id=class_map.id_of(opts.boundary_class) if opts.boundary_class else None,
     )
     time_kind, period = cube_time_kind(ds)
@@ -425,7 +530,7 @@ def write_training_set(
         params.output(),
         attrs=attrs,
         class_weight_blend=params.stats.class_weight_blend,
-        warnings=report_notes(prepared, rasters),
+        warnings=report_notes(prepared, rasters) + split_notes(splits),
     )
     return TrainingSetSummary(
         uri=str(params.output()),
