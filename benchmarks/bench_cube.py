@@ -228,7 +228,7 @@ def run_cropflow(
     """Wall seconds of plan + write (a fresh store), and the CubeRef."""
     from cropflow.cube.build import write_cube
     from cropflow.cube.plan import plan_cube
-    from cropflow.stac.providers import get_profile
+    from cropflow.stac.profiles import get_profile
 
     for p in (out, out.with_name(out.name + ".partial")):
         shutil.rmtree(p, ignore_errors=True)

@@ -60,7 +60,7 @@ def setup(size: str, epochs: int) -> Any:
     cube = write_cube(plan, None)
     options = TrainingSetOptions.model_validate({"splits": {"block_size_px": 16}})
     training_set = build_training_set(TrainingSetParams.of(options, cube.uri, labels_for(region)))
-    run_training(TrainParams.of(TrainOptions(epochs=epochs), training_set.uri))
+    run_training(TrainParams.of(TrainOptions(epochs=epochs), training_set.uri, region.model_name()))
     return region
 
 
@@ -76,7 +76,9 @@ def plain(region: Any) -> float:
     search = search_and_save(search_params_for(region))
     plan = plan_from_search(search.uri, search.provider, cube_params_for(region, CubeParams()))
     cube = write_cube(plan, None)
-    params = PredictParams.of(PredictOptions(), cube.uri, region.name, region.model_alias)
+    params = PredictParams.of(
+        PredictOptions(), cube.uri, region.name, region.model_alias, region.model_name()
+    )
     build_products(predict(params.pinned()))
     return time.perf_counter() - t0
 

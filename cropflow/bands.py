@@ -1,8 +1,9 @@
-"""The band vocabulary: every band in cropflow is referred to by one of these names.
+"""Band names and the rule for reading one band of one item.
 
-Names follow Earth Search v1 (the most widely used public Sentinel-2 catalog). Provider
-profiles (:mod:`cropflow.stac.providers`) map each provider's asset keys and radiometric rules
-onto these names; nothing downstream ever refers to a band by position.
+Bands are named by the collection profile that reads them (:mod:`cropflow.stac.profiles`):
+any name (``red``, ``ndvi``, ``vv``, ``elevation``...); nothing downstream refers to a band by
+position. The Sentinel-2 names below follow Earth Search v1 (STAC ``eo`` common names); the
+built-in Sentinel-2 profiles, the demo region and the spectral indices use them.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ SCL_CLASSES: dict[int, str] = {
 class BandRule:
     """How to read one band of one item: where, and how to turn stored numbers into values.
 
-    ``value = stored * scale + offset``; ``stored == nodata`` is missing.
+    ``value = stored * scale + offset``; ``stored == nodata`` is missing (NaN allowed).
     """
 
     band: str
@@ -73,3 +74,9 @@ class BandRule:
     offset: float = 0.0
     nodata: float | None = None
     resolution: float | None = None
+    band_index: int = 1
+    """Band of the asset's file (1 = first)."""
+    kind: str = "reflectance"
+    """What the band measures (:class:`cropflow.stac.profiles.BandKind`)."""
+    dtype: str | None = None
+    """Stored data type the profile declares (checked against the COG header)."""

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from cropflow.cube import CubeParams
 from cropflow.demo import DemoConfig
 from cropflow.errors import ConfigError
-from cropflow.labels import LabelSource
+from cropflow.labels import LabelSource, TrainingSetOptions
 from cropflow.regions import RegionConfig
 from cropflow.settings import Settings, get_settings
 from cropflow.stac.search import SearchParams
@@ -41,23 +41,56 @@ class RegionRunParams(BaseModel):
 
 
 def cube_params_for(
-    region: RegionConfig, base: CubeParams, today: date | None = None
+    region: RegionConfig,
+    base: CubeParams,
+    today: date | None = None,
+    settings: Settings | None = None,
 ) -> CubeParams:
-    """``base`` with the region's grid, compositing period and season window applied."""
+    """``base`` with the region's AOI, grid, bands, compositing period and season applied.
+
+    The region's AOI bounds the cube (its bounds in the grid CRS, snapped to the grid), so a
+    cube covers the region, not the union of the items' footprints (a whole tile or more).
+    """
     data = base.model_dump()
+    grid = dict(data["grid"])
     if region.grid is not None:
-        grid = dict(data["grid"])
+        if region.grid.like_items:
+            grid.update(like_items=True, crs=None, resolution=None, bounds=None)
         if region.grid.crs is not None:
             grid["crs"] = region.grid.crs
         if region.grid.resolution is not None:
             grid["resolution"] = region.grid.resolution
-        data["grid"] = grid
+    if grid.get("bounds") is None and grid.get("bbox") is None and grid.get("aoi") is None:
+        grid["aoi"] = aoi_geometry(region, settings)
+    data["grid"] = grid
+    if region.bands is not None and data.get("bands") is None:
+        data["bands"] = list(region.bands)
     if region.cube_period is not None:
         data["period"] = region.cube_period
     start, end = region.season.interval(today)
     data["start"] = data["start"] or start
     data["end"] = data["end"] or end
     return CubeParams.model_validate(data)
+
+
+def aoi_geometry(region: RegionConfig, settings: Settings | None = None) -> dict[str, Any]:
+    """The region's AOI as one GeoJSON geometry in degrees (a bbox becomes its polygon)."""
+    from cropflow.stac.aoi import parse_aoi
+
+    return parse_aoi(region.aoi_value(settings)).geojson()
+
+
+def training_set_options_for(
+    region: RegionConfig, options: TrainingSetOptions, settings: Settings | None = None
+) -> TrainingSetOptions:
+    """``options`` with the region's split file, unless the options name one (or rules)."""
+    layer = region.split_layer_path(settings)
+    splits = options.splits
+    if layer is None or splits.layer_path is not None or splits.rules_path is not None:
+        return options
+    return options.model_copy(
+        update={"splits": splits.model_copy(update={"layer_path": str(layer)})}
+    )
 
 
 def search_params_for(region: RegionConfig, settings: Settings | None = None) -> SearchParams:

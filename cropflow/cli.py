@@ -56,8 +56,13 @@ def friendly_errors(func: F) -> F:
 
 stac_app = typer.Typer(help="The local STAC API.", no_args_is_help=True)
 stack_app = typer.Typer(help="The one-machine service stack (processes on 127.0.0.1).")
+profiles_app = typer.Typer(
+    help="Collection profiles: how a collection's assets become named bands (docs/DATA.md).",
+    no_args_is_help=True,
+)
 app.add_typer(stac_app, name="stac")
 app.add_typer(stack_app, name="stack")
+app.add_typer(profiles_app, name="profiles")
 
 
 def _run_demo(params: DemoParams) -> None:
@@ -75,7 +80,10 @@ def _demo_params() -> type[DemoParams]:
 
 
 def _run_search(params: SearchParams) -> None:
+    from cropflow.stac.search import resolve
     from flows.search import search_flow
+
+    resolve(params)  # bad parameters fail here, before Prefect starts
 
     result = search_flow(params)
     typer.echo(result.summary.to_markdown())
@@ -178,16 +186,72 @@ params_command(
 @stac_app.command("serve")
 @friendly_errors
 def stac_serve(
-    catalog: Annotated[
-        Path | None,
-        typer.Argument(help="Folder with collection.json and items.json (default: the demo's)."),
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="A catalog.json/collection.json (links followed), an ItemCollection, an "
+            ".ndjson/.jsonl file, a JSON list of items, one item, a file:// URI, or a folder "
+            "(its catalog.json, or collection.json + items.json). Default: the demo's catalog.",
+            metavar="SOURCE",
+            show_default=False,
+        ),
     ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default: settings.stack.host).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (default: settings.stack.stac_port).")
+    ] = None,
+    default_collection: Annotated[
+        str, typer.Option(help="Collection id for items that name none.")
+    ] = "items",
 ) -> None:
-    """Serve a STAC catalog over HTTP on 127.0.0.1 until Ctrl-C (rustac)."""
-    from cropflow.stac.server import serve
+    """Serve a local STAC catalog as a STAC API (rustac) until Ctrl-C or SIGTERM."""
+    from cropflow.errors import DataError
+    from cropflow.stac.server import serve_source
 
-    folder = catalog or get_settings().demo_dir / "stac"
-    serve(folder / "collection.json", folder / "items.json")
+    demo = get_settings().demo_dir / "stac"
+    if source is None and not demo.is_dir():
+        raise DataError(
+            f"no SOURCE given and the demo catalog {str(demo)!r} does not exist",
+            hint="give a SOURCE, or generate the demo region first (`cropflow demo`)",
+        )
+    serve_source(
+        source or demo,
+        host=host,
+        port=port,
+        default_collection=default_collection,
+    )
+
+
+@profiles_app.command("list")
+@friendly_errors
+def profiles_list() -> None:
+    """The known profiles: name, the collections they map, what they read."""
+    from cropflow.stac.profiles import get_profile, profile_names
+
+    for name in profile_names():
+        profile = get_profile(name)
+        print(f"{name:<36} {', '.join(profile.collections):<40} {profile.description}")
+
+
+@profiles_app.command("show")
+@friendly_errors
+def profiles_show(
+    profile: Annotated[str, typer.Argument(help="A profile name or the path of a profile YAML.")],
+) -> None:
+    """A profile as cropflow reads it (with `extends` resolved and defaults applied), as YAML."""
+    import yaml
+
+    from cropflow.stac.profiles import get_profile
+
+    found = get_profile(profile)
+    data = found.model_dump(mode="json", exclude_none=True, exclude={"bands", "defaults"})
+    data["bands"] = {
+        b: found.spec(b).model_dump(mode="json", exclude_none=True) for b in found.bands
+    }
+    data["cube_bands"] = found.cube_bands()
+    print(yaml.safe_dump(data, sort_keys=False), end="")
 
 
 def _print_status(rows: list[stack.ServiceStatus]) -> None:

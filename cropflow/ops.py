@@ -1066,4 +1066,10 @@ def run_flow(
         )
     flow = load_flow(project_dir, entry.entrypoint)
     validated = validate_flow_parameters(flow, flow_parameters(flow, params), f"flow {name!r}")
+    for value in validated.values():  # a bad region file fails here, before Prefect starts
+        region = getattr(value, "region", None)
+        if isinstance(region, str | dict):
+            from cropflow.regions import as_region
+
+            as_region(region)
     return flow(**validated)

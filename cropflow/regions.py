@@ -30,7 +30,7 @@ import string
 from collections.abc import Iterable, Mapping
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
@@ -45,6 +45,9 @@ from pydantic import (
 
 from cropflow.errors import AOIError, ConfigError, ProviderError
 from cropflow.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from cropflow.stac.search import SearchParams
 
 #: Where the scheduled regions live (one YAML file per region).
 REGIONS_DIR = Path(__file__).resolve().parents[1] / "deployments" / "regions"
@@ -218,9 +221,16 @@ class SeasonWindow(BaseModel):
 
 
 class GridSpec(BaseModel):
-    """The output grid; what is unset is derived by the datacube step (UTM zone, 10 m)."""
+    """The output grid; what is unset is derived by the datacube step (the AOI's UTM zone, the
+    bands' native resolution). ``grid: like-items`` in a region file keeps the items' own grid."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    like_items: bool = Field(
+        False,
+        description="Keep the items' own grid (CRS, pixel size, origin; non-square pixels "
+        "too) when they share one (refused when they do not). Shorthand: `grid: like-items`.",
+    )
 
     crs: str | None = Field(
         None, description="CRS of the cube and maps, e.g. 'EPSG:32633'. Unset: the AOI's UTM."
@@ -228,6 +238,21 @@ class GridSpec(BaseModel):
     resolution: float | None = Field(
         None, gt=0, le=10_000, description="Pixel size in CRS units (metres for UTM)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.strip().lower().replace("_", "-") == "like-items":
+                return {"like_items": True}
+            raise ValueError(f"{value!r}: write `like-items` or a mapping {{crs, resolution}}")
+        return value
+
+    @model_validator(mode="after")
+    def _like_items_alone(self) -> GridSpec:
+        if self.like_items and (self.crs is not None or self.resolution is not None):
+            raise ValueError("like-items keeps the items' grid: remove crs and resolution")
+        return self
 
     @field_validator("crs")
     @classmethod
@@ -292,18 +317,31 @@ class RegionConfig(BaseModel):
     season: SeasonWindow = Field(..., description="The season (acquisition window) to map.")
     provider: str | None = Field(
         None,
-        description="Provider profile (local-demo, earth-search-v1, earth-search-v0, "
-        "planetary-computer). Unset: settings.stac.provider.",
+        description="Collection profile: a built-in name (local-demo, earth-search-v1, "
+        "planetary-computer, planetary-computer-landsat, ...) or your own profile YAML (path "
+        "relative to the region file; docs/DATA.md). Unset: settings.stac.provider.",
     )
     api_url: str | None = Field(
         None,
         description="STAC API root URL, or '{stack_stac_url}' for the stack's STAC API. "
-        "Unset: settings.stac.api_url, else the provider's public API.",
+        "Unset: settings.stac.api_url, else the profile's public API.",
+    )
+    catalog: str | None = Field(
+        None,
+        description="Instead of an API: a local STAC catalog, ItemCollection or "
+        "newline-delimited items file (path relative to the region file), served on "
+        "127.0.0.1 for the search.",
     )
     collections: list[str] | None = Field(
         None,
         min_length=1,
-        description="STAC collections to search. Unset: the provider's Sentinel-2 L2A one.",
+        description="STAC collections to search. Unset: the profile's first collection.",
+    )
+    bands: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Bands of the cube, as the profile names them. Unset: the profile's "
+        "default bands.",
     )
     max_cloud_cover: float | None = Field(
         None, ge=0, le=100, description="Keep scenes whose eo:cloud_cover (%) is at most this."
@@ -313,6 +351,13 @@ class RegionConfig(BaseModel):
         None,
         description="Compositing period of the datacube (e.g. '1MS' monthly). Unset: the "
         "datacube step's default.",
+    )
+    registered_model: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Registered model (MLflow) of the region: retrains register into it and "
+        "its champion/challenger aliases are the region's own. Unset: 'cropflow-<name>'. "
+        "Regions of one project may share one by naming it.",
     )
     model_alias: str | None = Field(
         None,
@@ -330,6 +375,12 @@ class RegionConfig(BaseModel):
         None,
         validate_default=True,
         description="Label mapping YAML (raw codes -> classes) for retrains; needed with `labels`.",
+    )
+    split_layer: str | None = Field(
+        None,
+        description="Split file for retrains: polygons (any CRS) with a `split` column "
+        "(train/val/test); each pixel takes the split of the polygon holding its centre, pixels "
+        "in none are left out (docs/DATA.md). Unset: spatial blocks split by fractions.",
     )
 
     @field_validator("name")
@@ -354,7 +405,7 @@ class RegionConfig(BaseModel):
                 raise ValueError(str(exc)) from None
         return _resolve_path(value, info)
 
-    @field_validator("labels", "mapping")
+    @field_validator("labels", "mapping", "split_layer")
     @classmethod
     def _paths(cls, value: str | None, info: ValidationInfo) -> str | None:
         return None if value is None else _resolve_path(value, info)
@@ -371,29 +422,45 @@ class RegionConfig(BaseModel):
 
     @field_validator("provider")
     @classmethod
-    def _provider(cls, value: str | None) -> str | None:
+    def _provider(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
-        from cropflow.stac.providers import get_profile
+        from cropflow.stac.profiles import get_profile, looks_like_path
 
+        if looks_like_path(value):
+            value = _resolve_path(value, info)
+            if _has_placeholder(value):
+                return value
         try:
             get_profile(value)
-        except ProviderError as exc:
+        except (ProviderError, ConfigError) as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("catalog")
+    @classmethod
+    def _catalog(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if info.data.get("api_url") is not None:
+            raise ValueError("give either api_url or catalog, not both")
+        return _resolve_path(value, info)
 
     @field_validator("collections")
     @classmethod
     def _mapped_collections(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
         if value is None or "provider" not in info.data:
             return value  # an invalid provider is reported on its own
-        from cropflow.stac.providers import get_profile
+        from cropflow.stac.profiles import get_profile
 
-        profile = get_profile(info.data["provider"] or get_settings().stac.provider)
-        unknown = [c for c in value if c not in profile.collections]
+        ref = info.data["provider"] or get_settings().stac.provider
+        if _has_placeholder(ref):
+            return value
+        profile = get_profile(ref)
+        unknown = [c for c in value if not profile.matches(c)]
         if unknown:
             raise ValueError(
-                f"{unknown} not mapped by provider {profile.name!r} "
+                f"{unknown} not mapped by collection profile {profile.name!r} "
                 f"(it maps {', '.join(profile.collections)})"
             )
         return value
@@ -407,6 +474,18 @@ class RegionConfig(BaseModel):
         return value
 
     # --- Values for a run (placeholders filled from the settings of the running process) ---
+
+    def model_name(self) -> str:
+        """The region's registered model: ``registered_model``, else ``cropflow-<name>``."""
+        return self.registered_model or f"cropflow-{self.name}"
+
+    def provider_ref(self, settings: Settings | None = None) -> str | None:
+        """The collection profile (name or path), placeholders filled."""
+        return None if self.provider is None else expand(self.provider, settings)
+
+    def catalog_path(self, settings: Settings | None = None) -> str | None:
+        """The local catalog file, placeholders filled (None: an API is searched)."""
+        return None if self.catalog is None else expand(self.catalog, settings)
 
     def stac_api_url(self, settings: Settings | None = None) -> str | None:
         """The STAC API URL with placeholders filled (None: settings/provider decide)."""
@@ -433,17 +512,24 @@ class RegionConfig(BaseModel):
         """The label mapping file, placeholders filled."""
         return None if self.mapping is None else Path(expand(self.mapping, settings))
 
+    def split_layer_path(self, settings: Settings | None = None) -> Path | None:
+        """The split file, placeholders filled (None: splits by blocks and fractions)."""
+        return None if self.split_layer is None else Path(expand(self.split_layer, settings))
+
     def datetime_range(self, today: date | None = None) -> str:
         """The season as a STAC datetime interval for a run on ``today``."""
         return self.season.datetime_range(today)
 
-    def search_params(self, settings: Settings | None = None, today: date | None = None) -> Any:
+    def search_params(
+        self, settings: Settings | None = None, today: date | None = None
+    ) -> SearchParams:
         """The :class:`~cropflow.stac.search.SearchParams` of this region for a run today."""
         from cropflow.stac.search import SearchParams
 
         return SearchParams(
             api_url=self.stac_api_url(settings),
-            provider=self.provider,
+            catalog=self.catalog_path(settings),
+            provider=self.provider_ref(settings),
             collections=self.collections,
             aoi=self.aoi_value(settings),
             datetime=self.datetime_range(today),
@@ -585,9 +671,18 @@ def get_region(name: str, regions_dir: Path = REGIONS_DIR) -> RegionConfig:
 def as_region(
     value: str | RegionConfig | Mapping[str, Any], regions_dir: Path = REGIONS_DIR
 ) -> RegionConfig:
-    """A region from a flow parameter: a region name, a mapping of fields, or a config."""
+    """A region from a flow parameter: a region name (a file of ``regions_dir``), the path of a
+    region file anywhere, a mapping of fields, or a config."""
     if isinstance(value, RegionConfig):
         return value
     if isinstance(value, str):
+        if value.endswith(REGION_SUFFIXES) or "/" in value:
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise ConfigError(
+                    f"region file {value!r} does not exist",
+                    hint=f"give the path of a region YAML file, or a region name of {regions_dir}",
+                )
+            return load_region_file(path)
         return get_region(value, regions_dir)
     return region_from_mapping(value, f"{value.get('name', '(unnamed)')!r}")

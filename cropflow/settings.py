@@ -30,8 +30,15 @@ class StacSettings(BaseModel):
     )
     provider: str = Field(
         "local-demo",
-        description="Provider profile mapping asset names and scale/offset rules to band names: "
-        "local-demo, earth-search-v1, earth-search-v0, planetary-computer.",
+        description="Collection profile mapping the items' assets, scale/offset and cloud mask "
+        "to named bands: a built-in name (local-demo, earth-search-v1, earth-search-v0, "
+        "planetary-computer, planetary-computer-landsat, ...; `cropflow profiles` lists them), "
+        "a name in profiles_dir, or the path of a profile YAML file (docs/DATA.md).",
+    )
+    profiles_dir: Path | None = Field(
+        None,
+        description="A folder of your own collection profiles (<name>.yaml), found by name "
+        "before the built-in ones.",
     )
     timeout_s: float = Field(30.0, gt=0, description="HTTP timeout of one request.")
     max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/timeouts.")

@@ -39,7 +39,9 @@ def remap_region(params: RemapParams | None = None) -> ChainSummary:
         plan = plan_cube_task(search.uri, search.provider, region_cube_params(region, p.cube))
         cube = refreshed(write_cube_task, p.refresh)(plan, None)
         publish_cube_summary(cube)
-        predict_params = PredictParams.of(p.predict, cube.uri, region.name, region.model_alias)
+        predict_params = PredictParams.of(
+            p.predict, cube.uri, region.name, region.model_alias, region.model_name()
+        )
         prediction = refreshed(predict_tiles, p.refresh)(pin_model_task(predict_params))
         products = refreshed(build_map_products, p.refresh)(prediction)
         publish_report(prediction, products)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from cropflow.chain import ChainSummary, RegionRunParams
+from cropflow.chain import ChainSummary, RegionRunParams, training_set_options_for
 from cropflow.labels import TrainingSetOptions, TrainingSetParams
 from cropflow.ops import refreshed
 from cropflow.train import TrainOptions, TrainOutcome, TrainParams
@@ -55,14 +55,16 @@ def retrain(params: RetrainParams | None = None) -> RetrainResult:
     plan = plan_cube_task(search.uri, search.provider, region_cube_params(region, p.cube))
     cube = refreshed(write_cube_task, fresh)(plan, None)
     publish_cube_summary(cube)
-    ts_params = TrainingSetParams.of(p.training_set, cube.uri, region_labels(region))
+    ts_options = training_set_options_for(region, p.training_set)
+    ts_params = TrainingSetParams.of(ts_options, cube.uri, region_labels(region))
     prepared = refreshed(prepare_labels_task, fresh)(ts_params)
     rasters = refreshed(rasterize_labels_task, fresh)(ts_params, prepared)
     splits = refreshed(split_labels_task, fresh)(ts_params, rasters)
     training_set = refreshed(write_training_set_task, fresh)(ts_params, prepared, rasters, splits)
     publish_training_set_summary(training_set)
-    trained = refreshed(train_model, fresh)(TrainParams.of(p.train, training_set.uri))
-    registration = refreshed(register_model, fresh)(trained.run_id)
+    model_name = region.model_name()
+    trained = refreshed(train_model, fresh)(TrainParams.of(p.train, training_set.uri, model_name))
+    registration = refreshed(register_model, fresh)(trained.run_id, model_name)
     outcome = TrainOutcome(training=trained, registration=registration)
     publish_training_report(outcome)
     summary = ChainSummary(

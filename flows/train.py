@@ -15,7 +15,7 @@ def train_flow(params: TrainParams) -> TrainOutcome:
     result = train_model(params)
     registration = None
     if params.register_model and result.status != "paused":
-        registration = register_model(result.run_id)
+        registration = register_model(result.run_id, params.registered_model)
     outcome = TrainOutcome(training=result, registration=registration)
     publish_training_report(outcome)
     return outcome

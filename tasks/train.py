@@ -21,9 +21,10 @@ def train_model(params: TrainParams) -> TrainResult:
 
 
 @task(name="register-model", **stage_task_options())
-def register_model(run_id: str) -> Registration:
-    """Register a run's model: champion if it beats the current champion, else challenger."""
-    return register_run(run_id)
+def register_model(run_id: str, registered_model: str | None = None) -> Registration:
+    """Register a run's model into ``registered_model`` (None: the settings'): champion if
+    it beats that registered model's champion, else challenger."""
+    return register_run(run_id, registered_model=registered_model)
 
 
 @task(name="training-report")

@@ -27,7 +27,7 @@ import cropflow.cube.read as cube_read
 from cropflow.cube import CubeParams, GridParams, lazy_cube, open_cube, plan_cube, write_cube
 from cropflow.cube.plan import CubePlan
 from cropflow.errors import DataError, ProviderError
-from cropflow.stac.providers import get_profile
+from cropflow.stac.profiles import get_profile
 
 PROFILE = get_profile("local-demo")
 

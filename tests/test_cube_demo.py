@@ -19,9 +19,8 @@ import pytest
 from distributed import Client, LocalCluster
 
 from cropflow.cube import CubeParams, GridParams, open_cube, plan_cube, write_cube
-from cropflow.cube.params import MASK_GROUPS
 from cropflow.demo import DemoConfig, DemoWorld, RegionManifest, generate_region
-from cropflow.stac.providers import get_profile
+from cropflow.stac.profiles import get_profile
 from cropflow.stac.search import dedupe_items
 
 BANDS = ["red", "nir", "swir16"]  # 10 m and 20 m bands
@@ -64,7 +63,8 @@ def test_monthly_composites_match_the_cloud_free_truth(
     assert ds.odc.geobox.shape == (h, w)
 
     world = DemoWorld(region.config)
-    codes = [c for g in params.mask for c in MASK_GROUPS[g]]
+    assert plan.mask is not None
+    codes = [c for g in plan.mask.groups for c in plan.mask.spec.groups[g]]
     sd = region.config.noise_sd
     errors, n_checked = [], 0
     for t, start in enumerate(ds.time.values.astype("datetime64[D]").astype(object)):

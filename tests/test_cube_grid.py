@@ -22,9 +22,10 @@ from cropflow.cube.grid import (
     utm_epsg,
     utm_zone,
 )
-from cropflow.cube.params import CubeParams, GridParams, parse_params
+from cropflow.cube.params import GridParams, parse_params
 from cropflow.cube.periods import acquisition_axis, composite_axis, period_edges, step_of_day
 from cropflow.errors import ConfigError
+from cropflow.stac.profiles import get_profile
 
 coords = st.floats(-5e6, 5e6, allow_nan=False, allow_infinity=False)
 resolutions = st.sampled_from([0.5, 10.0, 20.0, 30.0, 60.0, 231.65635826385406, 250.0])
@@ -110,7 +111,7 @@ def test_derived_grid_is_utm_of_centroid_and_contains_aoi(
     west: float, south: float, dw: float, dh: float, res: float
 ) -> None:
     aoi = (west, south, west + dw, south + dh)
-    g = derive_grid(GridParams(resolution=res), aoi)
+    g = derive_grid(GridParams(resolution=res), aoi, None)
     clon, clat = west + dw / 2, south + dh / 2
     assert CRS.from_user_input(g.crs).to_epsg() == utm_epsg(clon, clat)
     tf = Transformer.from_crs("EPSG:4326", g.crs, always_xy=True)
@@ -131,6 +132,7 @@ def test_user_grid_is_kept_and_bad_grids_refused() -> None:
     g = derive_grid(
         GridParams(crs="EPSG:3035", resolution=20, bounds=(1e6, 2e6, 1.001e6, 2.0005e6)),
         (0, 0, 1, 1),
+        None,
     )
     assert g.crs == "EPSG:3035" and g.shape == (25, 50)
     with pytest.raises(ConfigError, match="not a CRS"):
@@ -207,4 +209,9 @@ def test_bad_parameters_name_the_field() -> None:
         parse_params({"bands": ["red", "nir"], "indices": ["ndmi"]})
     with pytest.raises(ConfigError, match="dilation"):
         parse_params({"mask": [], "dilation": 2})
-    assert CubeParams().mask_codes() == (1, 3, 8, 9, 10, 11)
+    # the default mask: the Sentinel-2 profile's default SCL groups
+    mask = get_profile("local-demo").mask
+    assert mask is not None
+    masked, nodata = mask.lookup(mask.default, 256)
+    assert np.flatnonzero(masked).tolist() == [1, 3, 8, 9, 10, 11]
+    assert np.flatnonzero(nodata).tolist() == [0]

@@ -15,7 +15,7 @@ import rasterio
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 from distributed import Client, LocalCluster
 from pyproj import CRS, Transformer
-from test_cube_support import AssetRules, lonlat_footprint
+from test_cube_support import asset_profile, lonlat_footprint
 
 from cropflow.cube import CubeParams, GridParams, open_cube, plan_cube, write_cube
 from cropflow.cube.grid import utm_epsg
@@ -77,7 +77,7 @@ def test_modis_sinusoidal_series_builds_on_a_utm_grid(
     p = CubeParams(
         bands=["ndvi"], indices=[], mask=[], period=None, grid=GridParams(resolution=250)
     )
-    plan = plan_cube(items, AssetRules(), p)
+    plan = plan_cube(items, asset_profile(), p)
     first = fixtures_dir / "real/sits/mod13q1" / Path(items[0].assets["ndvi"].href).name
     with rasterio.open(first) as src:
         src_crs, src_tf, shape = src.crs, src.transform, src.shape
@@ -160,7 +160,7 @@ def test_sentinel2_scene_keeps_its_pixels_and_georeference(
         tf, bounds, h, w = src.transform, tuple(src.bounds), src.height, src.width
     gp = GridParams() if grid == "derived" else GridParams(crs="EPSG:32633", bounds=bounds)
     p = CubeParams(bands=list(FTW_BANDS), indices=["ndvi"], mask=[], period=None, grid=gp)
-    plan = plan_cube(ftw_items(fixtures_dir, tmp_path), AssetRules(), p)
+    plan = plan_cube(ftw_items(fixtures_dir, tmp_path), asset_profile(), p)
     assert plan.grid.crs == "EPSG:32633"
     ds = open_cube(write_cube(plan, tmp_path / f"ftw-{grid}.zarr", client=client).uri)
     gb = ds.odc.geobox

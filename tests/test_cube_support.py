@@ -17,7 +17,7 @@ import rasterio
 from pyproj import Transformer
 from rasterio.transform import Affine, from_origin
 
-from cropflow.bands import BandRule
+from cropflow.stac.profiles import CollectionProfile, get_profile
 
 SCALE, OFFSET = 1e-4, -0.1
 CLOUD_CODES = (3, 8, 9, 10, 11, 1)  # the default CubeParams.mask groups
@@ -173,24 +173,9 @@ def make_scene(
     return Scene(items, crs, transform, shape, dn, scl10, times)
 
 
-class AssetRules:
-    """A provider profile for hand-made items: asset key = band, raster:bands radiometry."""
-
-    def band_rule(self, item: pystac.Item, band: str) -> BandRule:
-        from cropflow.errors import ProviderError
-
-        asset = item.assets.get(band)
-        if asset is None:
-            raise ProviderError(f"item {item.id!r} has no band {band!r}", hint="ask another")
-        rb = (asset.extra_fields.get("raster:bands") or [{}])[0]
-        return BandRule(
-            band=band,
-            asset_key=band,
-            href=asset.get_absolute_href() or asset.href,
-            scale=rb.get("scale", 1.0),
-            offset=rb.get("offset", 0.0),
-            nodata=rb.get("nodata"),
-        )
+def asset_profile() -> CollectionProfile:
+    """The built-in generic profile: asset key = band name, radiometry from raster:bands."""
+    return get_profile("assets")
 
 
 def nanmedian(stack: np.ndarray, valid: np.ndarray) -> np.ndarray:

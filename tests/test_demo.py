@@ -489,7 +489,7 @@ def test_demo_items_read_the_same_through_earth_search_and_demo_profiles(
     items: list[dict[str, Any]],
 ) -> None:
     """The demo's pixels carry the +1000 offset: both profiles must subtract it (-0.1)."""
-    from cropflow.stac.providers import get_profile
+    from cropflow.stac.profiles import get_profile
 
     item = pystac.Item.from_dict(items[0])
     for band in ("red", "swir16"):

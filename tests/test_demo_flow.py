@@ -28,9 +28,10 @@ def test_demo_runs_the_whole_chain_and_keeps_a_better_champion(
 
     first = demo(params)
 
-    # A registered champion, the model that mapped the region.
+    # A registered champion of the demo region's own registered model, the model that mapped
+    # the region.
     assert first.model_alias == "champion"
-    champion = current_alias("champion")
+    champion = current_alias("champion", "cropflow-demo")
     assert champion is not None and champion[1] == first.mlflow_run_id
 
     # The class map COG is georeferenced like the cube's grid and carries the legend.
@@ -48,8 +49,9 @@ def test_demo_runs_the_whole_chain_and_keeps_a_better_champion(
         assert cmap[c.id][:3] == tuple(int(c.color[i : i + 2], 16) for i in (1, 3, 5))
     # The map agrees with the generator's truth well beyond chance (13 classes).
     with rasterio.open(region.path("truth_classes")) as truth_src:
-        # The cube's grid is the UTM bbox of the AOI (the items' lon/lat footprint), a few
-        # pixels wider than the generator's world grid: compare where the truth exists.
+        # The cube's grid covers the region's AOI (the items' footprints, projected and
+        # snapped), which may differ from the generator's world grid by a few pixels: compare
+        # where the truth exists.
         window = rasterio.windows.from_bounds(*cog.bounds, transform=truth_src.transform)
         assert window.col_off == round(window.col_off), "grids are not aligned"
         truth = truth_src.read(
@@ -66,7 +68,7 @@ def test_demo_runs_the_whole_chain_and_keeps_a_better_champion(
     assert second.cube_uri == first.cube_uri
     assert second.training_set_uri == first.training_set_uri
     assert second.mlflow_run_id != first.mlflow_run_id
-    after = current_alias("champion")
+    after = current_alias("champion", "cropflow-demo")
     assert after is not None
     if second.model_alias == "champion":
         assert after[1] == second.mlflow_run_id and after[0] != champion[0]

@@ -203,7 +203,8 @@ def test_retrain_then_remap_on_the_worker(real: RealStack) -> None:
     settings = real.settings
     uri = settings.mlflow_tracking_uri  # both: other tests leave mlflow's global registry URI
     mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    champion = mlflow.get_model_version_by_alias(settings.mlflow.registered_model, "champion")
+    # the demo region's own registered model (a region file names it, else cropflow-<name>)
+    champion = mlflow.get_model_version_by_alias("cropflow-demo", "champion")
     assert champion.run_id is not None
     trained = mlflow.get_run(champion.run_id)
     assert trained.info.status == "FINISHED"

@@ -126,7 +126,7 @@ BAD_CASES = {
     "collection": (
         GOOD.replace("[sentinel-2-l2a]", "[landsat-c2-l2]"),
         "collections",
-        "not mapped by provider 'earth-search-v1'",
+        "not mapped by collection profile 'earth-search-v1'",
     ),
     "labels_without_mapping": (GOOD + "labels: " + __file__ + "\n", "mapping", "go together"),
     "url": (GOOD + "api_url: ftp://example.org/stac\n", "api_url", "not an http(s) URL"),

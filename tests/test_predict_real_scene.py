@@ -39,7 +39,7 @@ from distributed import Client, LocalCluster
 from rich.console import Console
 from rio_cogeo.cogeo import cog_validate
 from test_cube_real import FTW_BANDS, ftw_items
-from test_cube_support import AssetRules
+from test_cube_support import asset_profile
 
 from cropflow.chain import embedded_demo_region
 from cropflow.cube import CubeParams, GridParams, open_cube, plan_cube, write_cube
@@ -80,7 +80,6 @@ def test_demo_trained_champion_maps_the_real_scene_pixel_for_pixel(
     t0 = time.perf_counter()
     monkeypatch.setenv("CROPFLOW_WORKDIR", str(tmp_path / "work"))
     monkeypatch.setenv("CROPFLOW_MLFLOW__TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("CROPFLOW_MLFLOW__REGISTERED_MODEL", "demo-to-ftw-test")
     generate_region(get_settings().demo_dir, DemoConfig.tiny())
     legend = load_region(get_settings().demo_dir).class_map()
 
@@ -88,7 +87,10 @@ def test_demo_trained_champion_maps_the_real_scene_pixel_for_pixel(
     four_bands = CubeParams(bands=list(FTW_BANDS), indices=[], period=None)
     trained = retrain(
         RetrainParams(
-            region=embedded_demo_region(),
+            # the region's own registered model
+            region=embedded_demo_region().model_copy(
+                update={"registered_model": "demo-to-ftw-test"}
+            ),
             cube=four_bands,
             training_set=TrainingSetOptions.model_validate({"splits": {"block_size_px": 16}}),
             train=TrainOptions.model_validate(
@@ -114,7 +116,7 @@ def test_demo_trained_champion_maps_the_real_scene_pixel_for_pixel(
     scene_params = four_bands.model_copy(
         update={"mask": [], "grid": GridParams(crs=f"EPSG:{crs.to_epsg()}", bounds=bounds)}
     )
-    plan = plan_cube(ftw_items(fixtures_dir, tmp_path), AssetRules(), scene_params)
+    plan = plan_cube(ftw_items(fixtures_dir, tmp_path), asset_profile(), scene_params)
     cube = write_cube(plan, tmp_path / "ftw.zarr", client=client)
     ds = open_cube(cube.uri)
     dates = [str(t)[:10] for t in ds.time.values]
@@ -123,8 +125,8 @@ def test_demo_trained_champion_maps_the_real_scene_pixel_for_pixel(
 
     # -- predict with the registered champion
     params = PredictParams(
-        cube=cube.uri, model="champion", key="ftw-demo", region="ftw-demo", tile_size=256,
-        executor="local",
+        cube=cube.uri, model="champion", registered_model="demo-to-ftw-test", key="ftw-demo",
+        region="ftw-demo", tile_size=256, executor="local",
     )  # fmt: skip
     prediction, products = run_predict(params, Console(file=io.StringIO()))
     assert products is not None

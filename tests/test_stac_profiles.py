@@ -1,16 +1,21 @@
-"""Provider profiles against every real item in ../shared/fixtures/stac/.
+"""Collection profiles against every real item in ../shared/fixtures/stac/ and tests/fixtures/.
 
 Expected offsets come from each item's own metadata (processing baseline, the providers'
-"offset applied" flags), written out per file below, not from the profile code.
+"offset applied" flags), written out per file below, not from the profile code. The
+non-Sentinel-2 built-in profiles (Landsat C2 L2, HLS, Sentinel-1 RTC, Copernicus DEM) are
+checked against real published items; user profiles (YAML) against their errors.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pystac
@@ -18,9 +23,9 @@ import pytest
 from stac_helpers import FIXTURE_STAC, read_items, serve_thread
 
 from cropflow.bands import S2_SPECTRAL, SCL
-from cropflow.errors import ProviderError
+from cropflow.errors import ConfigError, ProviderError
 from cropflow.stac.metadata import processing_baseline, tile_id
-from cropflow.stac.providers import VOCABULARY, get_profile, profile_names
+from cropflow.stac.profiles import get_profile, profile_names
 
 ALL_BANDS = [*S2_SPECTRAL, SCL]
 
@@ -251,8 +256,9 @@ def test_pc_baseline_rule_boundary() -> None:
         assert pc.band_rule(item, "red").offset == pytest.approx(offset), baseline
     del item.properties["s2:processing_baseline"]
     del item.properties["s2:product_uri"]
-    with pytest.raises(ProviderError, match="no processing baseline"):
+    with pytest.raises(ProviderError, match="offset of band 'red'") as err:
         pc.band_rule(item, "red")
+    assert "s2-baseline" in str(err.value) and "offset:" in (err.value.hint or "")
     # SCL does not need the baseline
     assert pc.band_rule(item, "scl").offset == 0.0
 
@@ -307,13 +313,21 @@ def test_unknown_band_and_provider() -> None:
         get_profile("sentinelhub")
     for name in profile_names():
         assert name in (err.value.hint or "")
-    assert set(profile_names()) == {
+    assert set(profile_names()) >= {
         "local-demo",
         "earth-search-v1",
         "earth-search-v0",
         "planetary-computer",
+        "planetary-computer-landsat",
+        "earth-search-v1-landsat",
+        "nasa-hls",
+        "planetary-computer-sentinel-1-rtc",
+        "planetary-computer-cop-dem",
+        "earth-search-v1-cop-dem",
+        "assets",
     }
-    assert set(VOCABULARY) == set(ALL_BANDS)
+    for name in ("local-demo", "earth-search-v1", "earth-search-v0", "planetary-computer"):
+        assert list(get_profile(name).bands) == ALL_BANDS
 
 
 def test_pc_token_failure_is_a_provider_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -331,3 +345,280 @@ def test_pc_token_failure_is_a_provider_error(monkeypatch: pytest.MonkeyPatch) -
         settings_mod.Settings.get.cache_clear()
     assert "blob.core.windows.net" in str(err.value)
     assert "PC_SDK" in (err.value.hint or "")
+
+
+# --- The other built-in profiles, on real published items -----------------------------------
+
+LOCAL_FIXTURES = Path(__file__).parent / "fixtures" / "stac"
+
+
+def _items_of(name: str, collection: str, folder: Path = FIXTURE_STAC) -> list[pystac.Item]:
+    if folder == FIXTURE_STAC:
+        raw = read_items(name)
+    else:
+        data = json.loads((folder / name).read_text())
+        raw = data if isinstance(data, list) else data.get("features", [data])
+    return [pystac.Item.from_dict(d) for d in raw if d.get("collection") == collection]
+
+
+def _bitfield_offsets(item: pystac.Item, asset: str) -> dict[str, int]:
+    fields = item.assets[asset].extra_fields["classification:bitfields"]
+    return {f["name"]: f["offset"] for f in fields}
+
+
+@pytest.mark.parametrize(
+    ("profile_name", "file"),
+    [
+        ("planetary-computer-landsat", "landsat-c2-l2-pc.json"),
+        (
+            "earth-search-v1-landsat",
+            "earthsearch-v1_search_sentinel-2-l2a+landsat-c2-l2_20231008.json",
+        ),
+    ],
+)
+def test_landsat_profiles_read_real_items(
+    profile_name: str, file: str, pc_token: TokenService | None
+) -> None:
+    profile = get_profile(profile_name)
+    items = _items_of(file, "landsat-c2-l2")
+    assert items
+    for item in items:
+        assert set(profile.cube_bands()) <= set(profile.bands_available(item))
+        red = profile.band_rule(item, "red")
+        stated = item.assets["red"].extra_fields["raster:bands"][0]
+        assert (red.scale, red.offset, red.nodata) == (
+            stated["scale"],
+            stated["offset"],
+            stated["nodata"],
+        )
+        assert red.resolution == 30 and red.kind == "reflectance"
+        qa = profile.band_rule(item, "qa_pixel")
+        assert (qa.scale, qa.offset, qa.kind) == (1.0, 0.0, "categorical")
+        # the mask's bits are the ones the item's own classification:bitfields name
+        offsets = _bitfield_offsets(item, "qa_pixel")
+        mask = profile.mask
+        assert mask is not None and mask.encoding == "bits"
+        named = {
+            "cloud": "cloud",
+            "dilated_cloud": "dilated_cloud",
+            "cirrus": "cirrus",
+            "shadow": "cloud_shadow",
+            "snow": "snow",
+            "water": "water",
+        }
+        for group, field in named.items():
+            assert mask.groups[group] == [offsets[field]], group
+        assert mask.nodata == [offsets["fill"]]
+    # the lookup on stored values: cloud and shadow masked, clear not, fill is no data
+    masked, nodata = profile.mask.lookup(profile.mask.default, 2**16)  # type: ignore[union-attr]
+    assert masked[1 << 3] and masked[1 << 4] and masked[1 << 1]
+    assert not masked[1 << 6] and not masked[1 << 7]  # clear, water
+    assert nodata[1] and not nodata[1 << 6]
+
+
+def test_hls_profile_maps_both_collections_to_one_set_of_names() -> None:
+    profile = get_profile("nasa-hls")
+    s30 = _items_of(
+        "hls-cmr-stac_HLSS30_2.0_HLS.S30.T10TEK.2021122T185911.v2.0.json",
+        "HLSS30_2.0",
+        LOCAL_FIXTURES,
+    )[0]
+    l30 = _items_of(
+        "hls-cmr-stac_HLSL30_2.0_HLS.L30.T10TEK.2021128T184447.v2.0.json",
+        "HLSL30_2.0",
+        LOCAL_FIXTURES,
+    )[0]
+    expected = {
+        "nir08": ("B8A", "B05"),
+        "swir16": ("B11", "B06"),
+        "swir22": ("B12", "B07"),
+        "red": ("B04", "B04"),
+        "fmask": ("Fmask", "Fmask"),
+    }
+    for band, (in_s30, in_l30) in expected.items():
+        assert profile.band_rule(s30, band).asset_key == in_s30
+        assert profile.band_rule(l30, band).asset_key == in_l30
+        # the asset really is that band: its href says so
+        assert profile.band_rule(l30, band).href.endswith(f".{in_l30}.tif")
+    rule = profile.band_rule(s30, "red")
+    assert (rule.scale, rule.offset, rule.nodata, rule.dtype) == (1e-4, 0.0, -9999.0, "int16")
+    assert profile.band_rule(s30, "red").resolution == 30
+    assert set(profile.cube_bands()) <= set(profile.bands_available(l30))
+    # Fmask (HLS v2.0 user guide): 1 cloud, 2 adjacent, 3 shadow, 4 snow; 255 fill
+    mask = profile.mask
+    assert mask is not None
+    masked, nodata = mask.lookup(mask.default, 256)
+    assert [masked[1 << b] for b in range(6)] == [False, True, True, True, True, False]
+    assert nodata[255] and not nodata[0] and not nodata[1 << 1]
+    # aerosol bits alone mask nothing by default
+    assert not masked[0b1100_0000]
+
+
+def test_sentinel1_rtc_and_dem_profiles_read_real_items(pc_token: TokenService | None) -> None:
+    s1 = get_profile("planetary-computer-sentinel-1-rtc")
+    for item in _items_of("sentinel-1-rtc-pc.json", "sentinel-1-rtc"):
+        vv = s1.band_rule(item, "vv")
+        assert vv.kind == "backscatter" and vv.nodata == -32768 and vv.dtype == "float32"
+        assert s1.composite("vv") == "mean"  # linear power is averaged, never its dB
+        assert s1.spec("vv").unit == "linear power"
+    for name, file in [
+        ("planetary-computer-cop-dem", "cop-dem-glo-30-pc.json"),
+        (
+            "earth-search-v1-cop-dem",
+            "earthsearch-v1_cop-dem-glo-30_Copernicus_DSM_COG_10_S90_00_W180_00_DEM.json",
+        ),
+    ]:
+        dem = get_profile(name)
+        items = _items_of(file, "cop-dem-glo-30")
+        assert items
+        for item in items:
+            rule = dem.band_rule(item, "elevation")
+            assert rule.asset_key == "data" and rule.kind == "static" and rule.scale == 1.0
+        assert dem.cube_bands() == ["elevation"]
+
+
+# --- Profiles as files ----------------------------------------------------------------------
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _ndvi_item(raster: dict[str, Any] | None = None, collection: str = "ndvi-16d") -> pystac.Item:
+    item = pystac.Item(
+        id="ndvi-2024-06-01",
+        geometry={"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]},
+        bbox=[0, 0, 1, 1],
+        datetime=datetime(2024, 6, 1, tzinfo=UTC),
+        properties={},
+        collection=collection,
+    )
+    extra = {"raster:bands": [raster]} if raster is not None else {}
+    item.add_asset("ndvi", pystac.Asset(href="/data/ndvi.tif", roles=["data"], extra_fields=extra))
+    return item
+
+
+def test_a_user_profile_file_maps_an_ndvi_collection(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "my-ndvi.yaml",
+        """\
+        description: 16-day NDVI composites
+        collections: ["ndvi-*"]
+        defaults: {kind: index, unit: "1", dtype: int16, scale: 0.0001, offset: 0, nodata: -3000}
+        bands:
+          ndvi: {asset: ndvi, resolution: 250}
+        """,
+    )
+    profile = get_profile(str(path))
+    assert profile.name == "my-ndvi" and profile.reference == str(path.resolve())
+    assert profile.cube_bands() == ["ndvi"] and profile.mask is None
+    rule = profile.band_rule(_ndvi_item(), "ndvi")
+    assert (rule.scale, rule.offset, rule.nodata, rule.kind) == (1e-4, 0.0, -3000.0, "index")
+    # the item's own raster:bands win where stated; "nan" (valid in the raster extension) is read
+    rule = profile.band_rule(
+        _ndvi_item({"scale": 0.001, "nodata": "nan", "data_type": "int16"}), "ndvi"
+    )
+    assert rule.scale == 0.001 and rule.nodata is not None and math.isnan(rule.nodata)
+    # a collection the profile does not map
+    with pytest.raises(ProviderError, match="does not map") as err:
+        profile.band_rule(_ndvi_item(collection="landsat-c2-l2"), "ndvi")
+    assert "collections" in (err.value.hint or "")
+    # a dtype the item contradicts: refused before any pixel, naming the asset and the fix
+    with pytest.raises(ProviderError, match="asset 'ndvi'") as err:
+        profile.band_rule(_ndvi_item({"data_type": "uint8"}), "ndvi")
+    assert "dtype: uint8" in (err.value.hint or "")
+
+
+def test_a_profile_with_no_scale_anywhere_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "bare.yaml",
+        """\
+        collections: ["*"]
+        bands:
+          ndvi: {asset: ndvi, kind: index}
+        """,
+    )
+    with pytest.raises(ProviderError, match="scale of band 'ndvi'") as err:
+        get_profile(str(path)).band_rule(_ndvi_item(), "ndvi")
+    assert "scale:" in (err.value.hint or "")
+    # stated by the item: fine
+    rule = get_profile(str(path)).band_rule(_ndvi_item({"scale": 1e-4, "offset": 0}), "ndvi")
+    assert rule.scale == 1e-4
+
+
+def test_profiles_extend_others_by_name_or_path(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "my-es.yaml",
+        """\
+        extends: earth-search-v1
+        collections: [my-sentinel-2]
+        bands:
+          red: {asset: B04}
+        default_bands: [red, nir]
+        """,
+    )
+    profile = get_profile(str(path))
+    base = get_profile("earth-search-v1")
+    assert profile.name == "my-es" and profile.collections == ["my-sentinel-2"]
+    assert profile.spec("red").asset == "B04" and profile.spec("red").resolution == 10
+    assert profile.spec("nir").asset == "nir" and profile.mask == base.mask
+    child = _write(tmp_path, "child.yaml", "extends: ./my-es.yaml\ndescription: again\n")
+    assert get_profile(str(child)).spec("red").asset == "B04"
+    loop_a = _write(tmp_path, "a.yaml", "extends: ./b.yaml\n")
+    _write(tmp_path, "b.yaml", "extends: ./a.yaml\n")
+    with pytest.raises(ConfigError, match="loop"):
+        get_profile(str(loop_a))
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("collections: [x]\nbands: {ndvi: {asset: ndvi, colour: red}}\n", ["bands.ndvi.colour"]),
+        ("collections: [x]\nbands: {ndvi: {asset: ndvi, dtype: uint17}}\n", ["dtype", "uint17"]),
+        ("collections: [x]\nbands: {ndvi: {asset: ndvi}}\ndefault_bands: [red]\n", ["red"]),
+        (
+            "collections: [x]\nbands: {ndvi: {asset: ndvi}, qa: {asset: qa}}\n"
+            "mask: {band: qa, encoding: bits, groups: {cloud: [3]}, default: [cloud]}\n",
+            ["categorical"],
+        ),
+        (
+            "collections: [x]\nbands: {qa: {asset: qa, kind: categorical}}\n"
+            "mask: {band: qa, encoding: bits, groups: {cloud: [3]}, default: [clouds]}\n",
+            ["clouds"],
+        ),
+        ("bands: {ndvi: {asset: ndvi}}\n", ["collections"]),
+        ("- just\n- a list\n", ["mapping"]),
+        ("collections: [x\n", ["YAML"]),
+    ],
+)
+def test_bad_profiles_are_refused_naming_file_and_field(
+    tmp_path: Path, text: str, names: list[str]
+) -> None:
+    path = _write(tmp_path, "bad.yaml", text)
+    with pytest.raises(ConfigError) as err:
+        get_profile(str(path))
+    message = str(err.value)
+    assert str(path) in message
+    for name in names:
+        assert name in message
+    assert err.value.hint
+
+
+def test_unknown_profile_file_and_profiles_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ProviderError, match="does not exist"):
+        get_profile(str(tmp_path / "nope.yaml"))
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    _write(
+        folder, "team-ndvi.yaml", "collections: [ndvi]\nbands: {ndvi: {asset: ndvi, kind: index}}\n"
+    )
+    monkeypatch.setenv("CROPFLOW_STAC__PROFILES_DIR", str(folder))
+    assert "team-ndvi" in profile_names()
+    assert get_profile("team-ndvi").cube_bands() == ["ndvi"]

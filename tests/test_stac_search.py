@@ -31,7 +31,7 @@ from cropflow.errors import (
 )
 from cropflow.settings import get_settings
 from cropflow.stac.aoi import parse_aoi
-from cropflow.stac.providers import get_profile
+from cropflow.stac.profiles import get_profile
 from cropflow.stac.search import (
     PROVENANCE_KEY,
     ResolvedSearch,
@@ -202,7 +202,7 @@ def test_unknown_collection_lists_the_servers(es1_api: str) -> None:
     assert "sentinel-s2-l2a-cogs" in message
     assert "sentinel-2-l2a" in message and "sentinel-2-c1-l2a" in message, "lists what it has"
     # a collection the provider does not map: refused before any request
-    with pytest.raises(ProviderError, match="not mapped by provider profile 'earth-search-v1'"):
+    with pytest.raises(ProviderError, match="not mapped by collection profile 'earth-search-v1'"):
         search(
             SearchParams(
                 api_url=f"http://127.0.0.1:{free_port()}",
@@ -277,6 +277,7 @@ def test_filter_against_rustac_is_a_clear_error(site2_api: str) -> None:
 def _resolved(**overrides: Any) -> ResolvedSearch:
     base: dict[str, Any] = {
         "api_url": "https://example.org/stac",
+        "catalog": None,
         "profile": get_profile(PC),
         "collections": ["sentinel-2-l2a"],
         "aoi": parse_aoi(INSIDE_35MNM),

@@ -14,15 +14,13 @@ from cropflow.cube.build import (
 from cropflow.cube.cluster import dask_client
 from cropflow.cube.grid import GridSpec
 from cropflow.cube.indices import INDICES
-from cropflow.cube.params import MASK_GROUPS, CubeParams, GridParams, parse_params
-from cropflow.cube.plan import BadItem, BandRuleSource, CubePlan, plan_cube
+from cropflow.cube.params import CubeParams, GridParams, parse_params
+from cropflow.cube.plan import BadItem, CubePlan, plan_cube
 from cropflow.cube.store import CubeRef, open_cube
 
 __all__ = [
     "INDICES",
-    "MASK_GROUPS",
     "BadItem",
-    "BandRuleSource",
     "CubeParams",
     "CubePlan",
     "CubeRef",

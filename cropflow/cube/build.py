@@ -26,7 +26,7 @@ from distributed import Client, as_completed
 from cropflow.cube.cluster import dask_client
 from cropflow.cube.grid import Region
 from cropflow.cube.params import CubeParams
-from cropflow.cube.plan import BadItem, BandRuleSource, CubePlan, check_bad_fraction, plan_cube
+from cropflow.cube.plan import BadItem, CubePlan, check_bad_fraction, plan_cube
 from cropflow.cube.region import RegionStats, compute_region
 from cropflow.cube.store import (
     CubeRef,
@@ -44,6 +44,7 @@ from cropflow.cube.store import (
 )
 from cropflow.errors import DataError
 from cropflow.settings import get_settings
+from cropflow.stac.profiles import CollectionProfile
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,8 @@ def write_cube(
         chunk=plan.chunk,
         period=plan.axis.period,
         times=[t.isoformat() for t in plan.axis.times],
-        bands=plan.params.bands,
-        indices=plan.params.indices,
+        bands=plan.bands,
+        indices=plan.indices,
         n_items=sum(1 for i in plan.items if i.id not in bad_ids),
         bad_items=bad,
         regions_total=len(regions),
@@ -166,7 +167,7 @@ def write_cube(
 
 def build_cube(
     items: Sequence[pystac.Item],
-    rules: BandRuleSource,
+    profile: CollectionProfile,
     params: CubeParams | None = None,
     uri: str | Path | None = None,
     *,
@@ -174,8 +175,10 @@ def build_cube(
     provider: str | None = None,
     search_uri: str | None = None,
 ) -> CubeRef:
-    """Plan and write a cube from STAC items and a provider profile (``rules``)."""
-    plan = plan_cube(items, rules, params or CubeParams(), provider=provider, search_uri=search_uri)
+    """Plan and write a cube from STAC items and their collection profile."""
+    plan = plan_cube(
+        items, profile, params or CubeParams(), provider=provider, search_uri=search_uri
+    )
     return write_cube(plan, uri, client=client)
 
 
@@ -211,11 +214,12 @@ def lazy_cube(plan: CubePlan) -> xr.Dataset:
 def plan_from_search(
     search_uri: str, provider: str | None = None, params: CubeParams | None = None
 ) -> CubePlan:
-    """Plan a cube from a saved search (``SearchResult.uri``) and a provider profile name.
+    """Plan a cube from a saved search (``SearchResult.uri``) and a collection profile (a
+    name or file path).
 
-    The provider defaults to the one recorded with the search, then ``settings.stac.provider``.
+    The profile defaults to the one recorded with the search, then ``settings.stac.provider``.
     """
-    from cropflow.stac.providers import get_profile
+    from cropflow.stac.profiles import get_profile
     from cropflow.stac.search import PROVENANCE_KEY, load_search
 
     items = load_search(search_uri)

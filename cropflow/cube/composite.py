@@ -201,6 +201,46 @@ def masked_median(
     return out, count
 
 
+def masked_mean(
+    layers: Sequence[np.ndarray],
+    valid: np.ndarray | MedianMask,
+    scale: float = 1.0,
+    offset: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel mean of the valid observations, as ``mean * scale + offset`` (float32; NaN
+    where none is valid). For backscatter in linear power: never average decibels."""
+    mask = valid if isinstance(valid, MedianMask) else MedianMask(valid)
+    total = np.zeros(layers[0].shape, dtype=np.float64)
+    for layer, ok in zip(layers, mask.valid, strict=True):
+        total += np.where(ok, layer, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (total / mask.count).astype(np.float32)
+    out *= np.float32(scale)
+    out += np.float32(offset)
+    out[mask.empty] = np.nan
+    return out, mask.count
+
+
+def masked_first(
+    layers: Sequence[np.ndarray],
+    valid: np.ndarray | MedianMask,
+    scale: float = 1.0,
+    offset: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel first valid observation (in the layers' order: time), as ``value * scale +
+    offset`` (float32; NaN where none is valid). For categorical bands, never averaged."""
+    mask = valid if isinstance(valid, MedianMask) else MedianMask(valid)
+    out = np.full(layers[0].shape, np.nan, dtype=np.float32)
+    todo = np.ones(layers[0].shape, dtype=bool)
+    for layer, ok in zip(layers, mask.valid, strict=True):
+        take = todo & ok
+        out[take] = layer[take]
+        todo &= ~ok
+    out *= np.float32(scale)
+    out += np.float32(offset)
+    return out, mask.count
+
+
 def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
     """Grow a (…, h, w) boolean mask by ``pixels`` in y and x (a square structuring element)."""
     if pixels <= 0:

@@ -66,26 +66,38 @@ def crs_string(crs: CRS) -> str:
 
 
 class GridSpec(BaseModel):
-    """A north-up pixel grid: CRS, resolution and snapped bounds (shape follows)."""
+    """A north-up pixel grid: CRS, pixel size and bounds on its lattice (shape follows).
+
+    Pixels are square unless ``resolution_y`` is set (a grid kept from the items may have
+    pixels of e.g. 9.99 x 10.01 m); bounds are multiples of the resolution for grids cropflow
+    derives, and on the items' own lattice for grids kept from them.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     crs: str = Field(description="'EPSG:nnnn' or WKT2.")
-    resolution: float = Field(gt=0)
-    bounds: BBox = Field(description="(min_x, min_y, max_x, max_y), multiples of resolution.")
+    resolution: float = Field(gt=0, description="Pixel width (CRS units).")
+    resolution_y: float | None = Field(
+        None, gt=0, description="Pixel height (CRS units); unset: square pixels."
+    )
+    bounds: BBox = Field(description="(min_x, min_y, max_x, max_y): the grid's outer edges.")
+
+    @property
+    def res_y(self) -> float:
+        """Pixel height."""
+        return self.resolution_y if self.resolution_y is not None else self.resolution
 
     @property
     def shape(self) -> tuple[int, int]:
         """(height, width) in pixels."""
         x0, y0, x1, y1 = self.bounds
-        return (round((y1 - y0) / self.resolution), round((x1 - x0) / self.resolution))
+        return (round((y1 - y0) / self.res_y), round((x1 - x0) / self.resolution))
 
     @property
     def transform(self) -> Affine:
         """Pixel -> CRS transform (north up)."""
         x0, _, _, y1 = self.bounds
-        r = self.resolution
-        return Affine(r, 0.0, x0, 0.0, -r, y1)
+        return Affine(self.resolution, 0.0, x0, 0.0, -self.res_y, y1)
 
     def geobox(self) -> GeoBox:
         """The grid as an odc-geo GeoBox."""
@@ -95,15 +107,15 @@ class GridSpec(BaseModel):
         """One line for logs and summaries."""
         h, w = self.shape
         crs = self.crs if self.crs.startswith("EPSG:") else CRS.from_user_input(self.crs).name
-        return f"{crs}, {self.resolution:g} units/px, {w} x {h} px, bounds {list(self.bounds)}"
+        size = f"{self.resolution:g}" + (
+            f" x {self.resolution_y:g}" if self.resolution_y is not None else ""
+        )
+        return f"{crs}, {size} units/px, {w} x {h} px, bounds {list(self.bounds)}"
 
 
 def make_grid(crs: str | CRS, resolution: float, bounds: BBox) -> GridSpec:
     """The grid of ``bounds`` (in ``crs``) snapped outward to ``resolution``."""
-    try:
-        c = crs if isinstance(crs, CRS) else CRS.from_user_input(crs)
-    except Exception:
-        raise ConfigError(f"grid crs {crs!r} is not a CRS", hint="use e.g. 'EPSG:32633'") from None
+    c = parse_crs(crs)
     snapped = snap_bounds(bounds, resolution)
     spec = GridSpec(crs=crs_string(c), resolution=resolution, bounds=snapped)
     if min(spec.shape) < 1:
@@ -111,23 +123,98 @@ def make_grid(crs: str | CRS, resolution: float, bounds: BBox) -> GridSpec:
     return spec
 
 
-def derive_grid(params: GridParams, aoi_lonlat: BBox) -> GridSpec:
-    """The target grid: the user's CRS/bounds where given, else the UTM zone of the AOI centroid.
+def parse_crs(crs: str | CRS) -> CRS:
+    """A pyproj CRS; ConfigError naming the bad value otherwise."""
+    try:
+        return crs if isinstance(crs, CRS) else CRS.from_user_input(crs)
+    except Exception:
+        raise ConfigError(f"grid crs {crs!r} is not a CRS", hint="use e.g. 'EPSG:32633'") from None
 
-    ``aoi_lonlat`` (west, south, east, north) is used where ``params.bbox`` and
-    ``params.bounds`` are unset (typically the union of the items' footprints).
+
+@dataclass(frozen=True)
+class Lattice:
+    """A pixel lattice: CRS, pixel width and height, and one pixel corner (its phase)."""
+
+    crs: str
+    res_x: float
+    res_y: float
+    x0: float
+    y0: float
+
+
+def snap_to_lattice(bounds: BBox, lattice: Lattice) -> BBox:
+    """``bounds`` grown outward onto the lattice's pixel edges."""
+    x0, y0, x1, y1 = bounds
+    rx, ry = lattice.res_x, lattice.res_y
+    return (
+        lattice.x0 + math.floor((x0 - lattice.x0) / rx + SNAP_EPS) * rx,
+        lattice.y0 + math.floor((y0 - lattice.y0) / ry + SNAP_EPS) * ry,
+        lattice.x0 + math.ceil((x1 - lattice.x0) / rx - SNAP_EPS) * rx,
+        lattice.y0 + math.ceil((y1 - lattice.y0) / ry - SNAP_EPS) * ry,
+    )
+
+
+def lattice_grid(lattice: Lattice, bounds: BBox) -> GridSpec:
+    """The grid on ``lattice`` that covers ``bounds`` (in the lattice's CRS)."""
+    snapped = snap_to_lattice(bounds, lattice)
+    square = abs(lattice.res_x - lattice.res_y) <= SNAP_EPS * lattice.res_x
+    spec = GridSpec(
+        crs=lattice.crs,
+        resolution=lattice.res_x,
+        resolution_y=None if square else lattice.res_y,
+        bounds=snapped,
+    )
+    if min(spec.shape) < 1:
+        raise ConfigError(f"grid bounds {list(bounds)} are empty", hint="give a larger area")
+    return spec
+
+
+def projected_bounds(aoi: geom.Geometry, crs: CRS) -> BBox:
+    """Bounds of a geometry once projected to ``crs`` (edges densified first)."""
+    w, s, e, n = aoi.boundingbox
+    step = max(e - w, n - s) / 64 or 1e-4
+    x0, y0, x1, y1 = aoi.to_crs(crs, resolution=step).boundingbox
+    return (x0, y0, x1, y1)
+
+
+def aoi_geometry(params: GridParams, items_lonlat: BBox) -> geom.Geometry:
+    """The area the grid covers, in EPSG:4326: ``aoi``, else ``bbox``, else the items' union."""
+    if params.aoi is not None:
+        try:
+            return geom.Geometry(params.aoi, "EPSG:4326")
+        except Exception as exc:
+            raise AOIError(
+                f"grid aoi is not a GeoJSON geometry: {exc}",
+                hint="give a Polygon/MultiPolygon geometry in degrees",
+            ) from None
+    west, south, east, north = params.bbox or items_lonlat
+    return geom.box(west, south, east, north, "EPSG:4326")
+
+
+def derive_grid(params: GridParams, aoi_lonlat: BBox, native_resolution: float | None) -> GridSpec:
+    """The target grid: the user's CRS/resolution/bounds where given, else the UTM zone of the
+    AOI centroid, the bands' finest native resolution, and the AOI's bounds.
+
+    ``aoi_lonlat`` (west, south, east, north) is the area used where ``params.aoi``,
+    ``params.bbox`` and ``params.bounds`` are unset (typically the union of the items'
+    footprints).
     """
+    resolution = params.resolution or native_resolution
+    if resolution is None:
+        raise ConfigError(
+            "the grid resolution is not set and the bands' native resolution is not known in "
+            "the grid's units",
+            hint="set the cube's grid.resolution (pixel size in grid CRS units)",
+        )
     if params.crs is not None and params.bounds is not None:
-        return make_grid(params.crs, params.resolution, params.bounds)
-    west, south, east, north = params.bbox or aoi_lonlat
+        return make_grid(params.crs, resolution, params.bounds)
+    area = aoi_geometry(params, aoi_lonlat)
     if params.crs is not None:
-        crs = CRS.from_user_input(params.crs)
+        crs = parse_crs(params.crs)
     else:
-        crs = CRS.from_epsg(utm_epsg((west + east) / 2.0, (south + north) / 2.0))
-    box = geom.box(west, south, east, north, "EPSG:4326")
-    projected = box.to_crs(crs, resolution=abs(east - west) / 64 or 1e-4)
-    x0, y0, x1, y1 = projected.boundingbox
-    return make_grid(crs, params.resolution, (x0, y0, x1, y1))
+        lon, lat = area.centroid.coords[0]
+        crs = CRS.from_epsg(utm_epsg(lon, lat))
+    return make_grid(crs, resolution, projected_bounds(area, crs))
 
 
 @dataclass(frozen=True, order=True)

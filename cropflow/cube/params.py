@@ -7,29 +7,14 @@ combinations) so that a build refuses bad input before reading any pixel.
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cropflow.bands import S2_TEN_BANDS, SCL
-from cropflow.cube.indices import INDICES
+from cropflow.cube.indices import INDICES, missing_roles
 from cropflow.errors import ConfigError
 
-#: Cloud-mask class groups by name -> Sentinel-2 SCL codes (``cropflow.bands.SCL_CLASSES``).
-MASK_GROUPS: dict[str, tuple[int, ...]] = {
-    "cloud": (8, 9),
-    "shadow": (3,),
-    "cirrus": (10,),
-    "snow": (11,),
-    "defective": (1,),
-    "dark": (2,),
-    "unclassified": (7,),
-}
-
-MaskGroup = Literal["cloud", "shadow", "cirrus", "snow", "defective", "dark", "unclassified"]
-#: Classes masked by default.
-DEFAULT_MASK: tuple[MaskGroup, ...] = ("cloud", "shadow", "cirrus", "snow", "defective")
 Resampling = Literal["nearest", "bilinear", "cubic", "average"]
 Compressor = Literal["blosc-blosclz", "blosc-lz4", "blosc-zstd", "zstd"]
 
@@ -54,7 +39,12 @@ class GridParams(BaseModel):
         None,
         description="Grid CRS (e.g. 'EPSG:32633'). Unset: the UTM zone of the AOI's centroid.",
     )
-    resolution: float = Field(10.0, gt=0, description="Pixel size in units of the grid CRS.")
+    resolution: float | None = Field(
+        None,
+        gt=0,
+        description="Pixel size in units of the grid CRS. Unset: the finest native resolution "
+        "of the cube's bands (10 m for Sentinel-2, 30 m for Landsat).",
+    )
     bounds: BBox | None = Field(
         None,
         description="Grid bounds (min_x, min_y, max_x, max_y) in the grid CRS, snapped outward "
@@ -62,8 +52,19 @@ class GridParams(BaseModel):
     )
     bbox: BBox | None = Field(
         None,
-        description="AOI as (west, south, east, north) in degrees. Unset: the union of the "
-        "items' footprints.",
+        description="AOI as (west, south, east, north) in degrees. Unset: `aoi`, else the union "
+        "of the items' footprints.",
+    )
+    aoi: dict[str, Any] | None = Field(
+        None,
+        description="AOI as a GeoJSON geometry in degrees (EPSG:4326): the grid covers its "
+        "bounds in the grid CRS (a region's AOI reaches the cube this way).",
+    )
+    like_items: bool = Field(
+        False,
+        description="Keep the items' own pixel grid (CRS, pixel size, non-square pixels, "
+        "origin) when they all share one; refused when they do not. The AOI (if any) is "
+        "snapped onto it. crs, resolution and bounds must then be unset.",
     )
 
     @field_validator("bounds")
@@ -85,6 +86,12 @@ class GridParams(BaseModel):
     def _bounds_need_crs(self) -> GridParams:
         if self.bounds is not None and self.crs is None:
             raise ValueError("grid bounds are given without a grid crs; set crs as well")
+        if self.like_items:
+            given = [k for k in ("crs", "resolution", "bounds") if getattr(self, k) is not None]
+            if given:
+                raise ValueError(
+                    f"like_items keeps the items' grid, so {', '.join(given)} cannot be set too"
+                )
         return self
 
 
@@ -93,10 +100,11 @@ class CubeParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    bands: list[str] = Field(
-        default_factory=lambda: list(S2_TEN_BANDS),
+    bands: list[str] | None = Field(
+        None,
         min_length=1,
-        description="Bands by name (cropflow.bands vocabulary, through the provider profile).",
+        description="Bands by name, as the collection profile names them (e.g. red, nir, ndvi, "
+        "vv). Unset: the profile's default bands (the ten 10/20 m bands for Sentinel-2).",
     )
     period: str | None = Field(
         "1MS",
@@ -109,16 +117,17 @@ class CubeParams(BaseModel):
     end: date | None = Field(
         None, description="Last day of the time axis (inclusive). Unset: the last acquisition."
     )
-    indices: list[str] = Field(
-        default_factory=lambda: ["ndvi"],
+    indices: list[str] | None = Field(
+        None,
         description="Spectral indices by name, computed from the composites: "
-        f"{', '.join(INDICES)}.",
+        f"{', '.join(INDICES)}. Unset: ndvi where the bands allow it (red and nir or nir08).",
     )
-    mask: list[MaskGroup] = Field(
-        default_factory=lambda: list(DEFAULT_MASK),
-        description="SCL classes masked before compositing (empty: no cloud mask, no SCL read).",
+    mask: list[str] | None = Field(
+        None,
+        description="Mask groups of the collection profile masked before compositing (e.g. "
+        "cloud, shadow, cirrus, snow, defective for Sentinel-2 SCL; cloud, dilated_cloud for "
+        "Landsat qa_pixel). Unset: the profile's default groups; empty: no mask (none read).",
     )
-    mask_band: str = Field(SCL, description="The scene-classification band the mask reads.")
     dilation: int = Field(
         0, ge=0, le=64, description="Grow the cloud/shadow mask by this many grid pixels."
     )
@@ -180,7 +189,9 @@ class CubeParams(BaseModel):
 
     @field_validator("bands")
     @classmethod
-    def _bands_unique(cls, v: list[str]) -> list[str]:
+    def _bands_unique(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
         dupes = sorted({b for b in v if v.count(b) > 1})
         if dupes:
             raise ValueError(f"bands {dupes} are listed twice")
@@ -188,26 +199,26 @@ class CubeParams(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> CubeParams:
-        unknown = [i for i in self.indices if i not in INDICES]
+        unknown = [i for i in self.indices or [] if i not in INDICES]
         if unknown:
             raise ValueError(f"unknown indices {unknown}; known: {', '.join(INDICES)}")
-        for name in self.indices:
-            missing = [b for b in INDICES[name].bands if b not in self.bands]
-            if missing:
-                raise ValueError(f"index {name!r} needs bands {missing}; add them to bands")
-            if name in self.bands:
-                raise ValueError(f"{name!r} is both a band and an index; drop one")
+        if self.bands is not None:
+            check_indices(self.indices or [], self.bands)
         if self.start and self.end and self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}")
-        if self.dilation and not self.mask:
-            raise ValueError("dilation is set but mask is empty; set mask classes or dilation=0")
-        if self.mask_band in self.bands:
-            raise ValueError(f"the mask band {self.mask_band!r} cannot also be a data band")
+        if self.dilation and self.mask == []:
+            raise ValueError("dilation is set but mask is empty; set mask groups or dilation=0")
         return self
 
-    def mask_codes(self) -> tuple[int, ...]:
-        """SCL codes the mask removes (sorted, unique)."""
-        return tuple(sorted({c for g in self.mask for c in MASK_GROUPS[g]}))
+
+def check_indices(indices: list[str], bands: list[str]) -> None:
+    """ValueError unless every index can be computed from ``bands`` (by name)."""
+    for name in indices:
+        missing = missing_roles(name, bands)
+        if missing:
+            raise ValueError(f"index {name!r} needs bands {missing}; add them to bands")
+        if name in bands:
+            raise ValueError(f"{name!r} is both a band and an index; drop one")
 
 
 def parse_params(raw: CubeParams | dict[str, object] | None) -> CubeParams:

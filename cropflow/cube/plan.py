@@ -1,10 +1,12 @@
 """Planning a cube: items -> band rules -> grid, time axis, sources, regions (no pixel read).
 
-``plan_cube`` does everything that can fail cheaply before any pixel is read: bands the
-provider lacks (ProviderError), the grid, the time axis, which items touch the grid, and a
+``plan_cube`` does everything that can fail cheaply before any pixel is read: the bands,
+indices and mask groups against the collection profile, bands the items lack or a profile that
+does not fit them (ProviderError), the grid, the time axis, which items touch the grid, and a
 header check of every COG (missing or corrupt files are retried, then the item is recorded as
-bad and skipped; past ``max_bad_fraction`` the build fails here). The plan is a plain,
-JSON-serialisable model: it is what region tasks receive and what the cube's provenance records.
+bad and skipped; past ``max_bad_fraction`` the build fails here; a COG whose data type or band
+count contradicts the profile fails the plan). The plan is a plain, JSON-serialisable model:
+it is what region tasks receive and what the cube's provenance records.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 import pystac
@@ -28,8 +31,20 @@ from pyproj import CRS
 
 from cropflow import __version__
 from cropflow.bands import BandRule
-from cropflow.cube.grid import GridSpec, Region, choose_chunk, crs_string, derive_grid, regions
-from cropflow.cube.params import BBox, CubeParams
+from cropflow.cube.grid import (
+    GridSpec,
+    Lattice,
+    Region,
+    aoi_geometry,
+    choose_chunk,
+    crs_string,
+    derive_grid,
+    lattice_grid,
+    projected_bounds,
+    regions,
+)
+from cropflow.cube.indices import default_indices
+from cropflow.cube.params import BBox, CubeParams, check_indices
 from cropflow.cube.periods import (
     TimeAxis,
     acquisition_axis,
@@ -37,7 +52,15 @@ from cropflow.cube.periods import (
     solar_day,
     step_of_day,
 )
-from cropflow.errors import DataError, EmptySearchError, ProviderError
+from cropflow.errors import ConfigError, DataError, EmptySearchError, ProviderError
+from cropflow.stac.profiles import (
+    CollectionProfile,
+    Composite,
+    MaskSpec,
+    is_metric,
+    proj_field,
+    stac_crs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +70,8 @@ CUBE_FORMAT = "cropflow-cube/1"
 PREFLIGHT_THREADS = 8
 
 Kernel = Literal["dn", "float"]
-
-
-class BandRuleSource(Protocol):
-    """Anything that maps (item, band name) to a BandRule: a provider profile."""
-
-    def band_rule(self, item: pystac.Item, band: str) -> BandRule: ...
+#: Tolerance (in pixels) when deciding that two items' pixel lattices coincide.
+LATTICE_TOL = 1e-6
 
 
 class SourceBand(BaseModel):
@@ -61,6 +80,7 @@ class SourceBand(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     href: str
+    band_index: int = Field(1, description="Band of the file (1 = first).")
     scale: float = 1.0
     offset: float = 0.0
     nodata: float | None = None
@@ -92,8 +112,34 @@ class BadItem(BaseModel):
     reason: str
 
 
+class BandInfo(BaseModel):
+    """What the profile says about a cube band: its kind, unit and compositing."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    unit: str | None = None
+    composite: Composite = "median"
+
+
+class PlanMask(BaseModel):
+    """The mask of a plan: the profile's mask specification and the groups masked."""
+
+    model_config = ConfigDict(frozen=True)
+
+    spec: MaskSpec
+    groups: list[str]
+
+    @property
+    def band(self) -> str:
+        return self.spec.band
+
+
 class CubePlan(BaseModel):
-    """Everything a region task needs; JSON-serialisable; identifies the cube by ``key``."""
+    """Everything a region task needs; JSON-serialisable; identifies the cube by ``key``.
+
+    ``params`` are the resolved parameters: bands, indices and mask groups filled from the
+    collection profile where the caller left them unset."""
 
     params: CubeParams
     grid: GridSpec
@@ -102,6 +148,8 @@ class CubePlan(BaseModel):
     bad_items: list[BadItem] = Field(default_factory=list)
     n_items_in: int = Field(description="Items given to the planner (before any filtering).")
     kernels: dict[str, Kernel] = Field(description="Per data band: DN or float compositing.")
+    band_info: dict[str, BandInfo] = Field(default_factory=dict, description="Per data band.")
+    mask: PlanMask | None = None
     chunk: int = Field(description="Spatial chunk / region side in pixels.")
     count_dtype: Literal["uint8", "uint16"]
     provider: str | None = None
@@ -109,19 +157,29 @@ class CubePlan(BaseModel):
     key: str = ""
 
     @property
+    def bands(self) -> list[str]:
+        """The data bands (resolved)."""
+        return list(self.params.bands or [])
+
+    @property
+    def indices(self) -> list[str]:
+        """The indices (resolved)."""
+        return list(self.params.indices or [])
+
+    @property
     def mask_enabled(self) -> bool:
-        return bool(self.params.mask)
+        return self.mask is not None
 
     @property
     def read_bands(self) -> list[str]:
         """Data bands, then the mask band when the mask is on."""
-        extra = [self.params.mask_band] if self.mask_enabled else []
-        return [*self.params.bands, *extra]
+        extra = [self.mask.band] if self.mask is not None else []
+        return [*self.bands, *extra]
 
     @property
     def variables(self) -> list[str]:
         """Data variables of the cube in order: bands, indices, valid_count, interpolated."""
-        return [*self.params.bands, *self.params.indices, "valid_count", "interpolated"]
+        return [*self.bands, *self.indices, "valid_count", "interpolated"]
 
     def geobox(self) -> GeoBox:
         return self.grid.geobox()
@@ -130,18 +188,34 @@ class CubePlan(BaseModel):
         return regions(self.grid.shape, self.chunk)
 
     def identity(self) -> dict[str, object]:
-        """What the key hashes: parameters, grid, axis, items and their sources, format."""
+        """What the key hashes: parameters, grid, axis, items and their sources (href, band
+        of the file, radiometry), the mask, format."""
         return {
             "format": CUBE_FORMAT,
             "params": self.params.model_dump(mode="json"),
             "grid": self.grid.model_dump(mode="json"),
             "axis": self.axis.model_dump(mode="json"),
             "items": [
-                {"id": i.id, "step": i.step, "bands": {b: s.href for b, s in i.bands.items()}}
+                {
+                    "id": i.id,
+                    "step": i.step,
+                    "bands": {
+                        b: [s.href, s.band_index, s.scale, s.offset, _json_float(s.nodata)]
+                        for b, s in i.bands.items()
+                    },
+                }
                 for i in self.items
             ],
+            "mask": self.mask.model_dump(mode="json") if self.mask else None,
+            "band_info": {b: v.model_dump(mode="json") for b, v in self.band_info.items()},
             "chunk": self.chunk,
         }
+
+
+def _json_float(value: float | None) -> float | str | None:
+    if value is None or math.isfinite(value):
+        return value
+    return str(value)
 
 
 def _item_datetime(item: pystac.Item) -> datetime:
@@ -187,39 +261,255 @@ def _intersects(a: BBox, b: BBox) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+# --- Bands, indices and mask from the collection profile -------------------------------------
+
+
+def default_bands(profile: CollectionProfile, items: Sequence[pystac.Item]) -> list[str]:
+    """The profile's default cube bands; for a profile that declares none, its
+    non-categorical bands that every item has."""
+    if profile.default_bands is not None:
+        return list(profile.default_bands)
+    bands = [b for b in profile.cube_bands() if all(b in profile.bands_available(i) for i in items)]
+    if not bands:
+        raise ProviderError(
+            f"the items have none of the bands of collection profile {profile.name!r} in common "
+            f"({', '.join(profile.bands)})",
+            hint="name the cube's bands, or fix the profile's band assets",
+        )
+    return bands
+
+
+def resolve_params(
+    profile: CollectionProfile, params: CubeParams, items: Sequence[pystac.Item]
+) -> tuple[CubeParams, PlanMask | None, dict[str, BandInfo]]:
+    """``params`` with bands, indices and mask groups filled from the profile, checked
+    against it (ConfigError/ProviderError naming the bad name and the fix)."""
+    bands = list(params.bands) if params.bands is not None else default_bands(profile, items)
+    for band in bands:
+        profile.spec(band)  # ProviderError naming the profile's bands
+    indices = list(params.indices) if params.indices is not None else default_indices(bands)
+    try:
+        check_indices(indices, bands)
+    except ValueError as exc:
+        raise ConfigError(f"cube indices: {exc}", hint="drop the index or add its bands") from None
+    mask: PlanMask | None = None
+    groups = params.mask
+    if profile.mask is None:
+        if groups:
+            raise ConfigError(
+                f"mask groups {groups} asked, but collection profile {profile.name!r} has no mask",
+                hint="set mask: [] (no mask), or add a mask to the profile",
+            )
+    else:
+        groups = list(profile.mask.default) if groups is None else list(groups)
+        unknown = [g for g in groups if g not in profile.mask.groups]
+        if unknown:
+            raise ConfigError(
+                f"mask groups {unknown} are not in collection profile {profile.name!r}",
+                hint=f"use groups of the profile: {', '.join(profile.mask.groups)} ([]: none)",
+            )
+        if groups:
+            mask = PlanMask(spec=profile.mask, groups=groups)
+            if mask.band in bands:
+                raise ConfigError(
+                    f"the mask band {mask.band!r} cannot also be a data band of the cube",
+                    hint=f"drop {mask.band!r} from bands, or set mask: []",
+                )
+    if params.dilation and mask is None:
+        raise ConfigError(
+            "dilation is set but no mask is applied", hint="set mask groups or dilation=0"
+        )
+    info = {
+        b: BandInfo(
+            kind=str(profile.kind(b)), unit=profile.spec(b).unit, composite=profile.composite(b)
+        )
+        for b in bands
+    }
+    resolved = params.model_copy(
+        update={"bands": bands, "indices": indices, "mask": mask.groups if mask else []}
+    )
+    return resolved, mask, info
+
+
 def band_rules(
-    items: Sequence[pystac.Item], rules: BandRuleSource, bands: Sequence[str]
+    items: Sequence[pystac.Item], profile: CollectionProfile, bands: Sequence[str]
 ) -> list[dict[str, BandRule]]:
-    """The provider's rule for every (item, band); ProviderError before any work otherwise."""
+    """The profile's rule for every (item, band); ProviderError before any work otherwise."""
     out: list[dict[str, BandRule]] = []
     for item in items:
         per: dict[str, BandRule] = {}
         for band in bands:
             try:
-                per[band] = rules.band_rule(item, band)
+                per[band] = profile.band_rule(item, band)
             except ProviderError as exc:
                 raise ProviderError(
                     f"cannot build a cube with band {band!r}: {exc.message}",
-                    hint=exc.hint or "ask only for bands the provider has",
+                    hint=exc.hint or "ask only for bands the items have",
                 ) from None
         out.append(per)
     return out
 
 
-def _open_header(href: str, retries: int, backoff_s: float) -> SourceBand | str:
+# --- The grid -------------------------------------------------------------------------------
+
+
+def _stac_transform(item: pystac.Item, asset_key: str) -> tuple[float, ...] | None:
+    value = proj_field(item, asset_key, "proj:transform")
+    if isinstance(value, list) and len(value) >= 6:
+        return tuple(float(v) for v in value[:6])
+    return None
+
+
+def native_resolution(
+    rules: Sequence[dict[str, BandRule]], bands: Sequence[str], grid_crs: CRS | None
+) -> float | None:
+    """The finest native pixel size (metres) of ``bands`` when the grid is in metres."""
+    if grid_crs is not None and not is_metric(grid_crs):
+        return None
+    sizes = [r[b].resolution for r in rules for b in bands]
+    known = [s for s in sizes if s is not None]
+    return min(known) if known and len(known) == len(sizes) else None
+
+
+def _item_lattice(
+    item: pystac.Item, per: dict[str, BandRule], bands: Sequence[str], params: CubeParams
+) -> tuple[Lattice, BBox]:
+    """The lattice of the item's finest data band, and its extent, from STAC or the header."""
+    found: list[tuple[float, Lattice, BBox]] = []
+    for band in bands:
+        rule = per[band]
+        crs = stac_crs(item, rule.asset_key)
+        transform = _stac_transform(item, rule.asset_key)
+        shape = proj_field(item, rule.asset_key, "proj:shape")
+        if crs is None or transform is None or not isinstance(shape, list):
+            header = _open_header(rule.href, params.retries, params.retry_backoff_s)
+            if isinstance(header, str) or header.crs is None:
+                raise DataError(
+                    f"item {item.id!r}: the grid of band {band!r} is unknown (no proj:code/"
+                    f"proj:transform/proj:shape and the COG header is unreadable: {header})",
+                    hint="add projection fields to the items, or do not use grid like_items",
+                )
+            crs, transform, shape = (
+                CRS.from_user_input(header.crs),
+                header.transform,
+                [*header.shape],
+            )
+        a, b, c, d, e, f = transform
+        if b or d or e >= 0:
+            raise DataError(
+                f"item {item.id!r}: band {band!r} is not north-up (transform {list(transform)})",
+                hint="grid like_items keeps only north-up grids; give the cube a grid instead",
+            )
+        h, w = int(shape[0]), int(shape[1])
+        lat = Lattice(crs=crs_string(crs), res_x=a, res_y=-e, x0=c, y0=f)
+        found.append((a * -e, lat, (c, f + e * h, c + a * w, f)))
+    _, lattice, extent = min(found, key=lambda t: t[0])
+    return lattice, extent
+
+
+def _same_lattice(a: Lattice, b: Lattice) -> bool:
+    if a.crs != b.crs and CRS.from_user_input(a.crs) != CRS.from_user_input(b.crs):
+        return False
+    if (
+        abs(a.res_x - b.res_x) > LATTICE_TOL * a.res_x
+        or abs(a.res_y - b.res_y) > LATTICE_TOL * a.res_y
+    ):
+        return False
+    px, py = (b.x0 - a.x0) / a.res_x, (b.y0 - a.y0) / a.res_y
+    return abs(px - round(px)) < 1e-4 and abs(py - round(py)) < 1e-4
+
+
+def items_lattice(
+    items: Sequence[pystac.Item],
+    rules: Sequence[dict[str, BandRule]],
+    bands: Sequence[str],
+    params: CubeParams,
+) -> tuple[Lattice, BBox]:
+    """The one pixel lattice the items share, and the union of their extents in its CRS;
+    DataError naming the items when they do not share one."""
+    lattices = [_item_lattice(i, r, bands, params) for i, r in zip(items, rules, strict=True)]
+    ref, _ = lattices[0]
+    odd = [items[k].id for k, (lat, _) in enumerate(lattices) if not _same_lattice(ref, lat)]
+    if odd:
+        first = lattices[[i.id for i in items].index(odd[0])][0]
+        raise DataError(
+            f"grid like_items: the items do not share one pixel grid: {items[0].id!r} is on "
+            f"{ref.crs} at {ref.res_x:g} x {ref.res_y:g} from ({ref.x0:g}, {ref.y0:g}), "
+            f"{odd[0]!r} on {first.crs} at {first.res_x:g} x {first.res_y:g} from "
+            f"({first.x0:g}, {first.y0:g}) ({len(odd)} item(s) differ: {', '.join(odd[:5])})",
+            hint="search items of one grid (one tile or UTM zone), or give the cube a grid "
+            "(crs and resolution) so that they are resampled onto it",
+        )
+    extent = _union([e for _, e in lattices])
+    return ref, extent
+
+
+def plan_grid(
+    params: CubeParams,
+    items: Sequence[pystac.Item],
+    rules: Sequence[dict[str, BandRule]],
+    lonlat: Sequence[BBox],
+) -> GridSpec:
+    """The cube's grid: kept from the items (like_items) or derived (see derive_grid)."""
+    bands = list(params.bands or [])
+    g = params.grid
+    if g.like_items:
+        lattice, extent = items_lattice(items, rules, bands, params)
+        if g.aoi is None and g.bbox is None:
+            return lattice_grid(lattice, extent)
+        area = aoi_geometry(g, _union(lonlat))
+        return lattice_grid(lattice, projected_bounds(area, CRS.from_user_input(lattice.crs)))
+    crs = CRS.from_user_input(g.crs) if g.crs else None
+    native = None if g.resolution else native_resolution(rules, bands, crs)
+    if native is None and g.resolution is None:
+        native = header_resolution(rules[0], bands, crs, params)
+    return derive_grid(g, _union(lonlat), native)
+
+
+def header_resolution(
+    rules: dict[str, BandRule], bands: Sequence[str], grid_crs: CRS | None, params: CubeParams
+) -> float | None:
+    """The finest pixel size of one item's bands read from their COG headers (no pixel read),
+    when the COGs and the grid are in metres; None otherwise."""
+    if grid_crs is not None and not is_metric(grid_crs):
+        return None
+    sizes = []
+    for band in bands:
+        header = _open_header(rules[band].href, params.retries, params.retry_backoff_s)
+        if isinstance(header, str) or header.crs is None:
+            return None
+        if not is_metric(CRS.from_user_input(header.crs)):
+            return None
+        sizes.append(abs(header.transform[0]))
+    return min(sizes) if sizes else None
+
+
+# --- COG headers ----------------------------------------------------------------------------
+
+
+class _Header(BaseModel):
+    """What a COG's header says (all bands)."""
+
+    crs: str | None
+    transform: tuple[float, float, float, float, float, float]
+    shape: tuple[int, int]
+    dtypes: list[str]
+    nodatas: list[float | None]
+
+
+def _open_header(href: str, retries: int, backoff_s: float) -> _Header | str:
     """COG header facts, or the error text after ``retries`` retries."""
     delay = backoff_s
     for attempt in range(retries + 1):
         try:
             with rasterio.open(href) as src:
                 t = src.transform
-                return SourceBand(
-                    href=href,
-                    nodata=src.nodata,
-                    dtype=str(src.dtypes[0]),
+                return _Header(
                     crs=crs_string(CRS.from_user_input(src.crs)) if src.crs else None,
                     transform=(t.a, t.b, t.c, t.d, t.e, t.f),
                     shape=(src.height, src.width),
+                    dtypes=[str(d) for d in src.dtypes],
+                    nodatas=list(src.nodatavals),
                 )
         except (rasterio.errors.RasterioError, OSError) as exc:
             if attempt == retries:
@@ -229,25 +519,54 @@ def _open_header(href: str, retries: int, backoff_s: float) -> SourceBand | str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _source_band(rule: BandRule, header: SourceBand | None) -> SourceBand:
+def _source_band(item_id: str, rule: BandRule, header: _Header | None) -> SourceBand:
+    """The source of one band; ProviderError when the COG contradicts the profile."""
+    base = SourceBand(
+        href=rule.href,
+        band_index=rule.band_index,
+        scale=rule.scale,
+        offset=rule.offset,
+        nodata=rule.nodata,
+        dtype=rule.dtype,
+    )
     if header is None:
-        return SourceBand(href=rule.href, scale=rule.scale, offset=rule.offset, nodata=rule.nodata)
-    return header.model_copy(
+        return base
+    count = len(header.dtypes)
+    if rule.band_index > count:
+        raise ProviderError(
+            f"band {rule.band!r} of item {item_id!r} is band {rule.band_index} of asset "
+            f"{rule.asset_key!r}, but {rule.href} has {count} band(s)",
+            hint="fix band_index of that band in the collection profile",
+        )
+    dtype = header.dtypes[rule.band_index - 1]
+    if rule.dtype is not None and np.dtype(dtype) != np.dtype(rule.dtype):
+        raise ProviderError(
+            f"the collection profile declares band {rule.band!r} (asset {rule.asset_key!r}) as "
+            f"{rule.dtype}, but {rule.href} of item {item_id!r} stores {dtype}",
+            hint=f"set dtype: {dtype} for that band in the profile (or remove dtype)",
+        )
+    return base.model_copy(
         update={
-            "scale": rule.scale,
-            "offset": rule.offset,
-            "nodata": rule.nodata if rule.nodata is not None else header.nodata,
+            "dtype": dtype,
+            "nodata": rule.nodata
+            if rule.nodata is not None
+            else header.nodatas[rule.band_index - 1],
+            "crs": header.crs,
+            "transform": header.transform,
+            "shape": header.shape,
         }
     )
 
 
-def choose_kernels(items: Sequence[SourceItem], bands: Sequence[str]) -> dict[str, Kernel]:
-    """DN compositing where every item stores a band the same way (unsigned, nodata 0, same
-    positive scale and offset); float compositing otherwise."""
+def choose_kernels(
+    items: Sequence[SourceItem], bands: Sequence[str], info: dict[str, BandInfo] | None = None
+) -> dict[str, Kernel]:
+    """DN compositing where a band is composited by its median and every item stores it the
+    same way (unsigned, nodata 0, same positive scale and offset); float compositing otherwise."""
     out: dict[str, Kernel] = {}
     for band in bands:
         forms = {(s.dtype, s.scale, s.offset, s.nodata) for s in (i.bands[band] for i in items)}
-        ok = len(forms) == 1
+        ok = len(forms) == 1 and (info is None or info[band].composite == "median")
         if ok:
             dtype, scale, _, nodata = next(iter(forms))
             ok = (
@@ -270,7 +589,7 @@ def _time_axis(params: CubeParams, days: Sequence[tuple[date, datetime]]) -> Tim
 
 def plan_cube(
     items: Sequence[pystac.Item],
-    rules: BandRuleSource,
+    profile: CollectionProfile,
     params: CubeParams,
     *,
     provider: str | None = None,
@@ -283,10 +602,12 @@ def plan_cube(
         raise EmptySearchError(
             "no items to build a cube from", hint="widen the search (area, dates, cloud cover)"
         )
-    read_bands = [*params.bands, *([params.mask_band] if params.mask else [])]
-    rules_per_item = band_rules(items, rules, read_bands)
+    params, mask, info = resolve_params(profile, params, items)
+    bands = list(params.bands or [])
+    read_bands = [*bands, *([mask.band] if mask else [])]
+    rules_per_item = band_rules(items, profile, read_bands)
     lonlat = [_lonlat_bbox(i) for i in items]
-    grid = derive_grid(params.grid, _union(lonlat))
+    grid = plan_grid(params, items, rules_per_item, lonlat)
     grid_crs = CRS.from_user_input(grid.crs)
 
     candidates: list[tuple[pystac.Item, dict[str, BandRule], BBox, date, datetime]] = []
@@ -321,7 +642,7 @@ def plan_cube(
             hint="widen start/end or the search's datetime",
         )
 
-    headers: dict[str, SourceBand | str] = {}
+    headers: dict[str, _Header | str] = {}
     if preflight:
         hrefs = sorted({r.href for (c, _) in in_time for r in c[1].values()})
         with ThreadPoolExecutor(PREFLIGHT_THREADS) as pool:
@@ -342,7 +663,9 @@ def plan_cube(
             log.warning("skipping item %s: band %s unreadable (%s)", item.id, band, reason)
             continue
         src = {
-            b: _source_band(r, h if isinstance(h := headers.get(r.href), SourceBand) else None)
+            b: _source_band(
+                item.id, r, h if isinstance(h := headers.get(r.href), _Header) else None
+            )
             for b, r in per.items()
         }
         sources.append(
@@ -357,7 +680,7 @@ def plan_cube(
     for s in sources:
         per_step_days.setdefault(s.step, set()).add(s.day)
     max_days = max(len(d) for d in per_step_days.values())
-    n_vars = len(params.bands) + len(params.indices) + 1
+    n_vars = len(bands) + len(params.indices or []) + 1
     chunk = params.chunk_size or choose_chunk(
         params.task_memory_mib * 2**20, len(axis), n_vars, max_days, len(read_bands)
     )
@@ -368,10 +691,12 @@ def plan_cube(
         items=sources,
         bad_items=bad,
         n_items_in=len(items),
-        kernels=choose_kernels(sources, params.bands),
+        kernels=choose_kernels(sources, bands, info),
+        band_info=info,
+        mask=mask,
         chunk=chunk,
         count_dtype="uint8" if max_days <= 255 else "uint16",
-        provider=provider,
+        provider=provider or profile.reference,
         search_uri=search_uri,
     )
     digest = hashlib.sha256(json.dumps(plan.identity(), sort_keys=True).encode()).hexdigest()

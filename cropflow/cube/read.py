@@ -139,19 +139,20 @@ def close_handles() -> None:
 
 
 def lattice_factor(src: SourceBand, gbox: GeoBox) -> int | None:
-    """k when ``src`` is on the grid's pixel lattice at k times its resolution, else None."""
+    """k when ``src`` is on the grid's pixel lattice at k times its pixel size (the same k
+    along x and y; pixels may be non-square), else None."""
     if src.transform is None or src.crs is None or gbox.crs is None:
         return None
     a, b, c, d, e, f = src.transform
     g = gbox.transform
     if b or d or g.b or g.d or g.e >= 0 or e >= 0:
         return None
-    res = g.a
-    k = a / res
-    if round(k) < 1 or abs(k - round(k)) > LATTICE_TOL or abs(-e / res - round(k)) > LATTICE_TOL:
+    rx, ry = g.a, -g.e
+    k = a / rx
+    if round(k) < 1 or abs(k - round(k)) > LATTICE_TOL or abs(-e / ry - round(k)) > LATTICE_TOL:
         return None
-    phase_x = (g.c - c) / res
-    phase_y = (f - g.f) / res
+    phase_x = (g.c - c) / rx
+    phase_y = (f - g.f) / ry
     if abs(phase_x - round(phase_x)) > LATTICE_TOL or abs(phase_y - round(phase_y)) > LATTICE_TOL:
         return None
     if _crs(src.crs) != gbox.crs.proj:
@@ -160,19 +161,20 @@ def lattice_factor(src: SourceBand, gbox: GeoBox) -> int | None:
 
 
 def _source_box(src: SourceBand, gbox: GeoBox, k: int) -> tuple[GeoBox, int, int]:
-    """The box on the source's lattice (k x resolution) that covers ``gbox``, and the phase."""
+    """The box on the source's lattice (k x the pixel size) that covers ``gbox``, and the
+    phase."""
     if k == 1:
         return gbox, 0, 0
     if src.transform is None:
         raise ValueError(f"{src.href}: no transform known")
     _, _, c, _, _, f = src.transform
     g = gbox.transform
-    res = g.a
-    px = round((g.c - c) / res) % k
-    py = round((f - g.f) / res) % k
+    rx, ry = g.a, -g.e
+    px = round((g.c - c) / rx) % k
+    py = round((f - g.f) / ry) % k
     h, w = gbox.shape.yx
     shape = (math.ceil((h + py) / k), math.ceil((w + px) / k))
-    aff = Affine(res * k, 0.0, g.c - px * res, 0.0, -res * k, g.f + py * res)
+    aff = Affine(rx * k, 0.0, g.c - px * rx, 0.0, -ry * k, g.f + py * ry)
     return GeoBox(shape, aff, gbox.crs), py, px
 
 
@@ -202,10 +204,10 @@ def _direct_read(src: SourceBand, path: str, box: GeoBox, buf: np.ndarray, fill:
     if (r0, r1, c0, c1) == (row0, row0 + h, col0, col0 + w):
         part = buf
         # a view: rasterio reshapes ``out`` in place and leaves it 3-D when a read fails
-        ds.read(1, window=window, out=part.view())
+        ds.read(src.band_index, window=window, out=part.view())
     else:
         buf[...] = fill
-        part = ds.read(1, window=window, out_dtype=buf.dtype)
+        part = ds.read(src.band_index, window=window, out_dtype=buf.dtype)
         buf[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = part
         part = buf[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0]
     nodata = src.nodata if src.nodata is not None else ds.nodata
@@ -226,7 +228,7 @@ def _read_once(
     if k is None or (k > 1 and resampling != "nearest"):
         out[...] = fill
         cfg = _load_cfg(out.dtype, fill, src.nodata, resampling)
-        RioReader(RasterSource(src.href), ctx).read(cfg, gbox, dst=out)
+        RioReader(RasterSource(src.href, band=src.band_index), ctx).read(cfg, gbox, dst=out)
         return
     box, py, px = _source_box(src, gbox, k)
     buf = out if k == 1 else np.empty(box.shape.yx, dtype=out.dtype)
@@ -236,7 +238,7 @@ def _read_once(
     else:
         buf[...] = fill
         cfg = _load_cfg(out.dtype, fill, src.nodata, "nearest")
-        RioReader(RasterSource(src.href), ctx).read(cfg, box, dst=buf)
+        RioReader(RasterSource(src.href, band=src.band_index), ctx).read(cfg, box, dst=buf)
     if k > 1:
         up = np.repeat(np.repeat(buf, k, axis=1), k, axis=0)
         h, w = out.shape

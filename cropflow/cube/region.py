@@ -17,11 +17,21 @@ import numpy as np
 from odc.geo.geobox import GeoBox
 from pydantic import BaseModel, Field
 
-from cropflow.cube.composite import MedianMask, dilate, fill_linear, masked_median
+from cropflow.cube.composite import (
+    MedianMask,
+    dilate,
+    fill_linear,
+    masked_first,
+    masked_mean,
+    masked_median,
+)
 from cropflow.cube.grid import Region
 from cropflow.cube.indices import compute_index
 from cropflow.cube.plan import BadItem, CubePlan, SourceItem
 from cropflow.cube.read import SourceReadError, read_band, reader_context
+
+#: Stored values a mask band may hold (read as uint16; lookup tables cover them all).
+MASK_VALUES = 2**16
 
 
 class RegionStats(BaseModel):
@@ -72,11 +82,13 @@ class _DayReader:
         self.ctx = ctx
         self.bad: dict[str, BadItem] = {}
         self.n_reads = 0
-        cloud = np.zeros(256, dtype=bool)
-        cloud[list(self.params.mask_codes())] = True
-        self.cloud_lut = cloud
-        self.clear_lut = ~cloud
-        self.clear_lut[0] = False  # SCL 0: no data
+        self.mask = plan.mask
+        if plan.mask is not None:
+            masked, nodata = plan.mask.spec.lookup(plan.mask.groups, MASK_VALUES)
+            self.cloud_lut = masked & ~nodata
+            self.nodata_lut = nodata
+            self.clear_lut = ~masked & ~nodata
+            self.mask_fill = plan.mask.spec.fill_value()
 
     def _band_dtype(self, item: SourceItem, band: str) -> tuple[np.dtype, float]:
         if self.plan.kernels[band] == "dn":
@@ -87,7 +99,7 @@ class _DayReader:
         p = self.params
         out: dict[str, np.ndarray] = {}
         try:
-            for band in p.bands:
+            for band in self.plan.bands:
                 src = item.bands[band]
                 dtype, fill = self._band_dtype(item, band)
                 arr = np.empty(self.gbox.shape.yx, dtype=dtype)
@@ -107,14 +119,14 @@ class _DayReader:
                     arr *= np.float32(src.scale)
                     arr += np.float32(src.offset)
                 out[band] = arr
-            if self.plan.mask_enabled:
-                src = item.bands[p.mask_band]
-                arr = np.empty(self.mask_gbox.shape.yx, dtype=np.uint8)
+            if self.mask is not None:
+                src = item.bands[self.mask.band]
+                arr = np.empty(self.mask_gbox.shape.yx, dtype=np.uint16)
                 read_band(
                     src,
                     self.mask_gbox,
                     arr,
-                    fill=0,
+                    fill=self.mask_fill,
                     resampling="nearest",
                     ctx=self.ctx,
                     retries=p.retries,
@@ -122,7 +134,7 @@ class _DayReader:
                     direct=p.reader == "auto",
                 )
                 self.n_reads += 1
-                out[p.mask_band] = arr
+                out[self.mask.band] = arr
         except SourceReadError as exc:
             self.bad[item.id] = BadItem(id=item.id, stage="read", reason=str(exc))
             return None
@@ -143,21 +155,25 @@ class _DayReader:
                 acc = got
                 continue
             for band, arr in got.items():
-                np.copyto(acc[band], arr, where=_is_missing(acc[band]))
+                if self.mask is not None and band == self.mask.band:
+                    missing = np.take(self.nodata_lut, acc[band])
+                else:
+                    missing = _is_missing(acc[band])
+                np.copyto(acc[band], arr, where=missing)
         if acc is None:
             return None
-        bands = self.params.bands
+        bands = self.plan.bands
         valid = _is_present(acc[bands[0]])
         for band in bands[1:]:
             valid &= _is_present(acc[band])
-        if self.plan.mask_enabled:
-            scl = acc.pop(self.params.mask_band)
+        if self.mask is not None:
+            qa = acc.pop(self.mask.band)
             if not self.pad:
-                valid &= np.take(self.clear_lut, scl)  # a table lookup: one pass
+                valid &= np.take(self.clear_lut, qa)  # a table lookup: one pass
                 return acc, valid
-            cloud = dilate(np.take(self.cloud_lut, scl), self.pad)
+            cloud = dilate(np.take(self.cloud_lut, qa), self.pad)
             crop = (slice(self.pad, -self.pad), slice(self.pad, -self.pad))
-            valid &= ~cloud[crop] & (scl[crop] != 0)
+            valid &= ~cloud[crop] & ~np.take(self.nodata_lut, qa[crop])
         return acc, valid
 
 
@@ -166,16 +182,33 @@ def _step_days(plan: CubePlan) -> np.ndarray:
     return (t - t[0]).astype(np.float64) / 86400.0
 
 
+def _composite(plan: CubePlan, band: str, layers: list[np.ndarray], mask: MedianMask) -> np.ndarray:
+    """One band's composite of one step, by the band's compositing rule."""
+    if plan.kernels[band] == "dn":  # values still stored numbers: scale at the end
+        ref = plan.items[0].bands[band]
+        scale, offset = ref.scale, ref.offset
+    else:
+        scale, offset = 1.0, 0.0
+    info = plan.band_info.get(band)
+    rule = info.composite if info is not None else "median"
+    if rule == "mean":
+        return masked_mean(layers, mask, scale, offset)[0]
+    if rule == "first":
+        return masked_first(layers, mask, scale, offset)[0]
+    return masked_median(layers, mask, scale, offset, overwrite=True)[0]
+
+
 def compute_region(plan: CubePlan, region: Region) -> RegionResult:
     """Every variable of the cube over ``region`` (see the module docstring)."""
     t0 = time.perf_counter()
     p = plan.params
+    bands = plan.bands
     gbox = plan.geobox()[region.slices]
     left, bottom, right, top = gbox.boundingbox
     items = [i for i in plan.items if _intersects(i.bbox, (left, bottom, right, top))]
     n_steps = len(plan.axis)
     h, w = region.shape
-    outs = {b: np.empty((n_steps, h, w), dtype=np.float32) for b in p.bands}
+    outs = {b: np.empty((n_steps, h, w), dtype=np.float32) for b in bands}
     count = np.zeros((n_steps, h, w), dtype=plan.count_dtype)
 
     by_step: dict[int, dict[date, list[SourceItem]]] = {}
@@ -186,32 +219,27 @@ def compute_region(plan: CubePlan, region: Region) -> RegionResult:
     with reader_context(gbox, scope=plan.key) as ctx:
         reader = _DayReader(plan, gbox, ctx)
         for step in sorted(by_step):
-            layers: dict[str, list[np.ndarray]] = {b: [] for b in p.bands}
+            layers: dict[str, list[np.ndarray]] = {b: [] for b in bands}
             valids: list[np.ndarray] = []
             for day in sorted(by_step[step]):
                 got = reader.read_day(by_step[step][day])
                 if got is None:
                     continue
                 day_arrays, valid = got
-                for b in p.bands:
+                for b in bands:
                     layers[b].append(day_arrays[b])
                 valids.append(valid)
             if not valids:
                 continue
             mask = MedianMask(np.stack(valids))
             del valids
-            for b in p.bands:
-                if plan.kernels[b] == "dn":
-                    ref = plan.items[0].bands[b]
-                    scale, offset = ref.scale, ref.offset
-                else:
-                    scale, offset = 1.0, 0.0
-                outs[b][step], _ = masked_median(layers[b], mask, scale, offset, overwrite=True)
+            for b in bands:
+                outs[b][step] = _composite(plan, b, layers[b], mask)
                 layers[b] = []
             count[step] = mask.count
             computed.add(step)
     for step in set(range(n_steps)) - computed:
-        for b in p.bands:
+        for b in bands:
             outs[b][step] = np.nan
 
     has = count > 0
@@ -220,11 +248,11 @@ def compute_region(plan: CubePlan, region: Region) -> RegionResult:
     else:
         interpolated = np.zeros_like(has)
     arrays: dict[str, np.ndarray] = dict(outs)
-    for name in p.indices:
+    for name in plan.indices:
         arrays[name] = compute_index(name, outs)
     arrays["valid_count"] = count
     arrays["interpolated"] = interpolated
-    first = outs[p.bands[0]]
+    first = outs[bands[0]]
     stats = RegionStats(
         key=region.key,
         n_pixels=h * w,

@@ -9,9 +9,11 @@ A Zarr v3 group (no consolidated metadata). Open it with :func:`open_cube`, or w
 Data variables, all with dims ``(time, y, x)``, chunked ``(all times, chunk, chunk)`` (time
 in chunks of ``params.time_chunk`` when set):
 
-* one ``float32`` variable per band NAME (``red``, ``nir``, ...): surface reflectance
-  (``stored * scale + offset`` of the provider's rule), median of the valid observations of
-  the time step; NaN where nothing valid was seen and nothing could be interpolated;
+* one ``float32`` variable per band NAME, as the collection profile names it (``red``,
+  ``nir``, ``ndvi``, ``vv``...): ``stored * scale + offset`` of the profile's rule, composited
+  over the valid observations of the time step by the band's rule (median; mean for
+  backscatter, in linear power; first for categorical bands); attributes ``kind``,
+  ``units``, ``composite``; NaN where nothing valid was seen and nothing could be interpolated;
 * one ``float32`` variable per index NAME (``ndvi``, ...), computed from those composites;
 * ``valid_count`` (``uint8``, or ``uint16`` when a step can hold more than 255 acquisitions):
   valid observations (solar days, overlapping tiles mosaicked; not cloud-masked, no band
@@ -95,12 +97,18 @@ def _compressor(name: str) -> Any:
 
 
 def _var_attrs(name: str, plan: CubePlan) -> dict[str, Any]:
-    if name in plan.params.bands:
-        return {
-            "long_name": f"{name} surface reflectance",
-            "units": "1",
+    if name in plan.bands:
+        info = plan.band_info.get(name)
+        kind = info.kind if info is not None else "reflectance"
+        what = "surface reflectance" if kind == "reflectance" else kind
+        attrs = {
+            "long_name": f"{name} {what}",
+            "kind": kind,
+            "composite": info.composite if info is not None else "median",
             "kernel": plan.kernels[name],
         }
+        unit = info.unit if info is not None else "1"
+        return attrs | ({"units": unit} if unit else {})
     if name in INDICES:
         return {"long_name": INDICES[name].description, "units": "1"}
     if name == "valid_count":

@@ -51,12 +51,13 @@ class ModelBundle:
         return f"weights:{digest.hexdigest()[:20]}"
 
 
-def load_bundle(spec: str | None = None) -> ModelBundle:
-    """Load a model from the registry: an alias of the registered model or an MLflow URI;
-    None: the registry's default alias (the champion)."""
+def load_bundle(spec: str | None = None, registered_model: str | None = None) -> ModelBundle:
+    """Load a model from the registry: an alias of ``registered_model`` (None: the settings')
+    or an MLflow URI; None: the registry's default alias (the champion)."""
     from cropflow.train import load_model
+    from cropflow.train.registry import CHAMPION
 
-    loaded = load_model() if spec is None else load_model(spec)
+    loaded = load_model(spec or CHAMPION, registered_model=registered_model)
     return ModelBundle(
         model=loaded.model,
         contract=loaded.contract,

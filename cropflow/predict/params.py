@@ -99,6 +99,12 @@ class PredictParams(PredictOptions):
     region: str | None = Field(
         None, description="Name of the product folder (products/<region>/). None: the key."
     )
+    registered_model: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Registered model (MLflow) whose alias `model` names. None: "
+        "settings.mlflow.registered_model (a region's runs use the region's).",
+    )
     pinned_from: str | None = Field(
         None,
         description="The registry alias `model` was pinned from at the start of the run "
@@ -122,12 +128,14 @@ class PredictParams(PredictOptions):
         cube: str,
         region: str | None = None,
         model_alias: str | None = None,
+        registered_model: str | None = None,
     ) -> PredictParams:
-        """``options`` applied to ``cube``; a region's ``model_alias`` overrides the model."""
+        """``options`` applied to ``cube``; a region's ``model_alias`` overrides the model,
+        which is looked up in ``registered_model`` (the region's)."""
         data = options.model_dump()
         if model_alias is not None:
             data["model"] = model_alias
-        return cls(cube=cube, region=region, **data)
+        return cls(cube=cube, region=region, registered_model=registered_model, **data)
 
     def pinned(self) -> PredictParams:
         """These parameters with the model alias replaced by the registry version holding it
@@ -137,7 +145,7 @@ class PredictParams(PredictOptions):
         prediction is keyed by that version: a promotion never serves an old map."""
         from cropflow.train import pin_model
 
-        pin = pin_model(self.model)
+        pin = pin_model(self.model, self.registered_model)
         if pin.alias is None:  # a URI that names one model already
             return self
         return self.model_copy(update={"model": pin.uri, "pinned_from": pin.alias})

@@ -56,6 +56,9 @@ class ModelInfo(BaseModel):
     version: str | None = Field(None, description="Registered model version.")
     run_id: str | None = Field(None, description="MLflow run that trained it.")
     identity: str = Field(description="Registry identity, or a hash of the weights.")
+    bands: list[str] = Field(
+        default_factory=list, description="Input bands of the model's contract, by name."
+    )
 
 
 class PredictionResult(BaseModel):
@@ -313,7 +316,7 @@ def predict(
         client: a Dask client to use instead of one from the settings (executor "dask").
     """
     started = time.perf_counter()
-    bundle = model if model is not None else load_bundle(params.model)
+    bundle = model if model is not None else load_bundle(params.model, params.registered_model)
     cube = inspect_cube(params.cube)
     check_contract(bundle.contract, cube, params.fields)  # before any pixel is read
 
@@ -363,6 +366,7 @@ def predict(
             version=bundle.version,
             run_id=bundle.run_id,
             identity=identity,
+            bands=list(bundle.contract.bands),
         ),
         input_kind=kind,
         class_map=bundle.class_map,

@@ -79,7 +79,11 @@ def build_products(prediction: PredictionResult, dest: Path | None = None) -> Pr
     cm = prediction.class_map
     crs, transform = prediction.crs_wkt, Affine(*prediction.transform)
     target = Path(dest) if dest is not None else products_dir(prediction.region)
-    tags = {"CROPFLOW_MODEL": prediction.model.uri, "CROPFLOW_PREDICTION": prediction.key}
+    tags = {
+        "CROPFLOW_MODEL": prediction.model.uri,
+        "CROPFLOW_PREDICTION": prediction.key,
+        "CROPFLOW_INPUT_BANDS": ",".join(prediction.model.bands),
+    }
 
     with staged(target) as stage:
         files: dict[str, Path] = {}

@@ -47,7 +47,7 @@ from cropflow.stac.metadata import (
     product_timestamp,
     tile_id,
 )
-from cropflow.stac.providers import ProviderProfile, get_profile
+from cropflow.stac.profiles import CollectionProfile, get_profile
 from cropflow.stac.server import LocalStacServer
 
 log = logging.getLogger(__name__)
@@ -67,16 +67,23 @@ class SearchParams(BaseModel):
 
     api_url: str | None = Field(
         None,
-        description="STAC API root URL. Unset: settings.stac.api_url, else the provider's "
-        "public API, else the local demo catalog served on 127.0.0.1.",
+        description="STAC API root URL. Unset: `catalog`, else settings.stac.api_url, else the "
+        "profile's public API, else the local demo catalog served on 127.0.0.1.",
+    )
+    catalog: str | None = Field(
+        None,
+        description="A local STAC source searched instead of an API: a static catalog (links "
+        "followed relative to it), an ItemCollection, newline-delimited items or a folder "
+        "holding collection.json + items.json; served on 127.0.0.1 for the search.",
     )
     provider: str | None = Field(
         None,
-        description="Provider profile (local-demo, earth-search-v1, earth-search-v0, "
-        "planetary-computer). Unset: settings.stac.provider.",
+        description="Collection profile: a built-in name (local-demo, earth-search-v1, "
+        "planetary-computer, planetary-computer-landsat, ...) or the path of your own profile "
+        "YAML (docs/DATA.md). Unset: settings.stac.provider.",
     )
     collections: list[str] | None = Field(
-        None, description="Collections to search. Unset: the provider's Sentinel-2 L2A one."
+        None, description="Collections to search. Unset: the profile's first collection."
     )
     aoi: str | dict[str, Any] | list[float] | None = Field(
         None,
@@ -114,8 +121,9 @@ class ResolvedSearch:
     """Search parameters with every default filled in and every input checked."""
 
     api_url: str | None
-    """None: the local demo catalog."""
-    profile: ProviderProfile
+    """None: a local catalog (``catalog``, else the demo's)."""
+    catalog: str | None
+    profile: CollectionProfile
     collections: list[str]
     aoi: AOI | None
     datetime: str | None
@@ -183,6 +191,18 @@ def _check_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def _check_catalog(value: str) -> str:
+    path = Path(url2pathname(urlparse(value).path) if value.startswith("file://") else value)
+    path = path.expanduser()
+    if not path.exists():
+        raise ConfigError(
+            f"STAC catalog {value!r} does not exist",
+            hint="give a catalog.json / collection.json, an ItemCollection, an .ndjson file, or "
+            "a folder holding collection.json + items.json",
+        )
+    return str(path.resolve())
+
+
 def _is_local(url: str | None) -> bool:
     return url is None or (urlparse(url).hostname or "") in _LOCAL_HOSTS
 
@@ -191,17 +211,29 @@ def resolve(params: SearchParams) -> ResolvedSearch:
     """Fill unset parameters from settings and the provider profile; check every input."""
     stac = get_settings().stac
     profile = get_profile(params.provider or stac.provider)
-    raw_url = params.api_url or stac.api_url or profile.api_url
+    if params.api_url and params.catalog:
+        raise ConfigError(
+            "both api_url and catalog are given", hint="search either an API or a local catalog"
+        )
+    catalog = _check_catalog(params.catalog) if params.catalog else None
+    raw_url = None if catalog else (params.api_url or stac.api_url or profile.api_url)
     api_url = _check_url(raw_url) if raw_url else None
     collections = list(params.collections or [profile.default_collection])
     if not collections or any(not c.strip() for c in collections):
         raise ConfigError(f"collections {collections!r} has an empty name", hint="name them")
-    unmapped = [c for c in collections if c not in profile.collections]
+    if any(ch in c for c in collections for ch in "*?["):
+        raise ConfigError(
+            f"collections {collections} are patterns (collection profile {profile.name!r} "
+            "names no default collection)",
+            hint="name the collection ids to search (collections: [...])",
+        )
+    unmapped = [c for c in collections if not profile.matches(c)]
     if unmapped:
         raise ProviderError(
-            f"collection(s) {', '.join(unmapped)} not mapped by provider profile "
+            f"collection(s) {', '.join(unmapped)} not mapped by collection profile "
             f"{profile.name!r} (it maps {', '.join(profile.collections)})",
-            hint="search a Sentinel-2 L2A collection of that provider, or pick another provider",
+            hint="use the profile of that collection (`cropflow profiles` lists them; or your "
+            "own YAML file, docs/DATA.md), or add the collection id to the profile",
         )
     aoi = parse_aoi(params.aoi) if params.aoi is not None else None
     if aoi is None and not _is_local(api_url):
@@ -211,6 +243,7 @@ def resolve(params: SearchParams) -> ResolvedSearch:
         )
     return ResolvedSearch(
         api_url=api_url,
+        catalog=catalog,
         profile=profile,
         collections=collections,
         aoi=aoi,
@@ -366,9 +399,14 @@ def build_search_kwargs(
 
 @contextmanager
 def api_root(r: ResolvedSearch) -> Iterator[str]:
-    """The API URL to search; serves the local demo catalog while in use when there is none."""
+    """The API URL to search; serves the local catalog (``catalog``, else the demo's) while in
+    use when there is no API."""
     if r.api_url is not None:
         yield r.api_url
+        return
+    if r.catalog is not None:
+        with LocalStacServer.from_source(r.catalog) as server:
+            yield server.url
         return
     stac_dir = get_settings().demo_dir / "stac"
     collection, items = stac_dir / "collection.json", stac_dir / "items.json"
@@ -481,7 +519,7 @@ def search(params: SearchParams) -> pystac.ItemCollection:
     if not kept:
         cloudy = len(found) - len(clear)
         more = f" ({cloudy} item(s) over the cloud-cover limit)" if cloudy else ""
-        where = r.api_url or "the local demo catalog"
+        where = r.api_url or r.catalog or "the local demo catalog"
         raise EmptySearchError(
             f"no items at {where} for {r.describe()}{more}",
             hint="widen the dates or the AOI, raise max_cloud_cover, or check that the "
@@ -489,8 +527,8 @@ def search(params: SearchParams) -> pystac.ItemCollection:
         )
     kept.sort(key=_order)
     provenance = {
-        "api_url": r.api_url or "local-demo",
-        "provider": r.profile.name,
+        "api_url": r.api_url or (f"catalog:{r.catalog}" if r.catalog else "local-demo"),
+        "provider": r.profile.reference,
         "collections": r.collections,
         "aoi": r.aoi.geojson() if r.aoi else None,
         "datetime": r.datetime,
@@ -607,7 +645,9 @@ class SearchResult(BaseModel):
 
     key: str = Field(description="Directory name under workdir/searches/.")
     uri: str = Field(description="file:// URI of the ItemCollection (GeoJSON) file.")
-    provider: str = Field(description="Provider profile that maps the items' bands.")
+    provider: str = Field(
+        description="Collection profile (name or file path) that maps the items' bands."
+    )
     n_items: int
     summary: SearchSummary
 
@@ -619,6 +659,7 @@ class SearchResult(BaseModel):
 
 _KEY_FIELDS = (
     "api_url",
+    "catalog",
     "provider",
     "collections",
     "aoi",

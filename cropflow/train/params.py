@@ -155,11 +155,22 @@ class TrainParams(TrainOptions):
     training_set: str = Field(
         description="Path or URI of the training-set Zarr (written by the training_set flow)."
     )
+    registered_model: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Registered model (MLflow) the run registers into; its champion/challenger "
+        "aliases are its own. None: settings.mlflow.registered_model (a region's runs use the "
+        "region's).",
+    )
 
     @classmethod
-    def of(cls, options: TrainOptions, training_set: str) -> TrainParams:
-        """``options`` applied to ``training_set``."""
-        return cls(training_set=training_set, **options.model_dump())
+    def of(
+        cls, options: TrainOptions, training_set: str, registered_model: str | None = None
+    ) -> TrainParams:
+        """``options`` applied to ``training_set`` (registering into ``registered_model``)."""
+        return cls(
+            training_set=training_set, registered_model=registered_model, **options.model_dump()
+        )
 
     @property
     def effective_eval_batch_size(self) -> int:
@@ -175,6 +186,7 @@ class TrainParams(TrainOptions):
                 "checkpoint_dir",
                 "resume",
                 "register_model",
+                "registered_model",
                 "run_name",
                 "device",
             },

@@ -1,7 +1,9 @@
 """MLflow: one run per training, the registered model, champion/challenger, loading by alias.
 
 The tracking URI is ``get_settings().mlflow_tracking_uri`` (a SQLite store under the workdir
-by default, a server by URL); the registered model is ``get_settings().mlflow.registered_model``.
+by default, a server by URL); the registered model is the caller's (a region's own, see
+``RegionConfig.model_name``), else ``get_settings().mlflow.registered_model``. Aliases
+(champion, challenger) belong to one registered model, so regions never touch each other's.
 A model is logged as a pyfunc "model from code" (:mod:`cropflow.train.pyfunc_model`) whose
 one artifact is the folder of :func:`models.serialization.save_model` (config JSON, contract
 JSON, state_dict): any batch and tile size loads, and nothing is unpickled. Prediction gets
@@ -65,8 +67,10 @@ def _artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
-def mlflow_target() -> MlflowTarget:
-    """Point MLflow at the configured store and make sure the experiment exists."""
+def mlflow_target(registered_model: str | None = None) -> MlflowTarget:
+    """Point MLflow at the configured store and make sure the experiment exists.
+
+    ``registered_model``: the registered model aliases refer to (None: the settings')."""
     settings = get_settings()
     uri = settings.mlflow_tracking_uri
     location = _artifact_location(uri)
@@ -92,7 +96,7 @@ def mlflow_target() -> MlflowTarget:
             hint="set CROPFLOW_MLFLOW__TRACKING_URI to a reachable server or a writable "
             "sqlite:/// path",
         ) from exc
-    return MlflowTarget(uri, exp_id, settings.mlflow.registered_model, client)
+    return MlflowTarget(uri, exp_id, registered_model or settings.mlflow.registered_model, client)
 
 
 def model_signature(contract: InputContract) -> ModelSignature:
@@ -252,11 +256,15 @@ def _version_info(client: MlflowClient, uri: str) -> tuple[str | None, str | Non
     return None, None, logged.source_run_id
 
 
-def load_model(alias_or_uri: str = CHAMPION, device: torch.device | str = "cpu") -> LoadedModel:
+def load_model(
+    alias_or_uri: str = CHAMPION,
+    device: torch.device | str = "cpu",
+    registered_model: str | None = None,
+) -> LoadedModel:
     """Load a model by alias of the registered model (``champion``, ``challenger``) or by
     MLflow URI (``models:/name/3``, ``models:/name@alias``, ``models:/m-<id>``,
     ``runs:/<run>/model``). Weights load with ``weights_only=True``."""
-    target = mlflow_target()
+    target = mlflow_target(registered_model)
     uri = resolve_uri(alias_or_uri, target.registered_model)
     try:
         name, version, run_id = _version_info(target.client, uri)
@@ -293,14 +301,14 @@ class PinnedModel(BaseModel):
     run_id: str | None = None
 
 
-def pin_model(alias_or_uri: str | None = None) -> PinnedModel:
+def pin_model(alias_or_uri: str | None = None, registered_model: str | None = None) -> PinnedModel:
     """Resolve an alias (``champion``; None: the champion) to the version holding it now.
 
     A run that pins its model first predicts with one version from start to end, caches its
     prediction under that version, and records it, even if a retrain promotes another model
     meanwhile. URIs other than ``models:/<name>@<alias>`` pass unchanged.
     """
-    target = mlflow_target()
+    target = mlflow_target(registered_model)
     uri = resolve_uri(alias_or_uri or CHAMPION, target.registered_model)
     if not (uri.startswith("models:/") and "@" in uri):
         return PinnedModel(uri=uri)
@@ -319,9 +327,9 @@ def pin_model(alias_or_uri: str | None = None) -> PinnedModel:
     )
 
 
-def current_alias(alias: str) -> tuple[str, str | None] | None:
+def current_alias(alias: str, registered_model: str | None = None) -> tuple[str, str | None] | None:
     """(version, run id) holding ``alias`` in the registered model, or None."""
-    target = mlflow_target()
+    target = mlflow_target(registered_model)
     try:
         mv = target.client.get_model_version_by_alias(target.registered_model, alias)
     except MlflowException:

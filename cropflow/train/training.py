@@ -326,13 +326,16 @@ def incomparable(champion: InputContract, data: TrainingData) -> str | None:
     return None
 
 
-def register_run(run_id: str, *, data: TrainingData | None = None) -> Registration:
-    """Register run ``run_id``'s model and decide champion or challenger (see module doc).
+def register_run(
+    run_id: str, *, registered_model: str | None = None, data: TrainingData | None = None
+) -> Registration:
+    """Register run ``run_id``'s model into ``registered_model`` (None: the settings') and
+    decide champion or challenger of that registered model (see module doc).
 
     The comparison uses the early-stopping metric of the run (macro F1 when that is the
     loss); both scores are recorded on the run and the model version.
     """
-    target = mlflow_target()
+    target = mlflow_target(registered_model)
     run = target.client.get_run(run_id)
     model_uri = run.data.tags.get("cropflow.model_uri")
     if not model_uri:
@@ -346,7 +349,7 @@ def register_run(run_id: str, *, data: TrainingData | None = None) -> Registrati
     if data is None:
         data = load_training_data(run.data.params["training_set"])
 
-    before = current_alias(CHAMPION)
+    before = current_alias(CHAMPION, target.registered_model)
     version = register_version(target, model_uri, run_id)
     new = load_model(f"models:/{target.registered_model}/{version}")
     score = float(getattr(score_on_val(new.model, data, metric), metric))
@@ -373,5 +376,5 @@ def run_training(params: TrainParams, *, progress: bool = False) -> TrainOutcome
         result = train(params)
     registration = None
     if params.register_model and result.status != "paused":
-        registration = register_run(result.run_id)
+        registration = register_run(result.run_id, registered_model=params.registered_model)
     return TrainOutcome(training=result, registration=registration)
