@@ -80,3 +80,6 @@ class BandRule:
     """What the band measures (:class:`cropflow.stac.profiles.BandKind`)."""
     dtype: str | None = None
     """Stored data type the profile declares (checked against the COG header)."""
+    sign: str = "none"
+    """How the href is signed when it is read ("planetary-computer"); hrefs are kept unsigned
+    (no token in plans, cache keys or saved files) and signed afresh at every read."""

@@ -22,6 +22,7 @@ from cropflow.cube import CubeParams
 from cropflow.errors import ConfigError, CropflowError
 from cropflow.labels import TrainingSetParams
 from cropflow.predict import PredictParams
+from cropflow.redact import find_credentials, install_log_redaction
 from cropflow.settings import get_settings
 from cropflow.stac.search import SearchParams
 from cropflow.train import TrainParams
@@ -36,8 +37,29 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+install_log_redaction()  # nothing this process logs shows a credential
 
 F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", bound=BaseModel)
+
+
+def no_credentials(run: Callable[[M], None]) -> Callable[[M], None]:
+    """``run`` refusing parameters that hold a credential: a stage's parameters become its
+    Prefect flow run's, stored in Prefect's database (credentials go in settings)."""
+
+    @wraps(run)
+    def guarded(params: M) -> None:
+        found = list(find_credentials(params))
+        if found:
+            raise ConfigError(
+                f"option(s) {', '.join(found)} hold a credential (user:token@ or a token/"
+                "signature in the query string); Prefect would store it with the run",
+                hint="put it in a setting instead (CROPFLOW_STAC__API_URL, "
+                "CROPFLOW_MLFLOW__TRACKING_URI)",
+            )
+        run(params)
+
+    return guarded
 
 
 def friendly_errors(func: F) -> F:
@@ -94,7 +116,7 @@ params_command(
     app,
     "demo",
     _demo_params(),
-    _run_demo,
+    no_credentials(_run_demo),
     "The main job on the embedded default: generate the demo region, serve it over a local "
     "STAC API, search, build the cube, join labels, train and register a model, map.",
     wrap=friendly_errors,
@@ -103,7 +125,7 @@ params_command(
     app,
     "search",
     SearchParams,
-    _run_search,
+    no_credentials(_run_search),
     "Search a STAC API (default: the bundled demo catalog) and save the items.",
     wrap=friendly_errors,
 )
@@ -153,7 +175,7 @@ params_command(
     app,
     "cube",
     CubeRequest,
-    _run_cube,
+    no_credentials(_run_cube),
     "Build the analysis-ready Zarr datacube of a saved search.",
     wrap=friendly_errors,
 )
@@ -161,7 +183,7 @@ params_command(
     app,
     "training-set",
     TrainingSetParams,
-    _run_training_set,
+    no_credentials(_run_training_set),
     "Join labels to a cube and write a leak-free training set.",
     wrap=friendly_errors,
 )
@@ -169,7 +191,7 @@ params_command(
     app,
     "train",
     TrainParams,
-    _run_train,
+    no_credentials(_run_train),
     "Train a model (progress bar), log it to MLflow and register it.",
     wrap=friendly_errors,
 )
@@ -177,7 +199,7 @@ params_command(
     app,
     "predict",
     PredictParams,
-    _run_predict,
+    no_credentials(_run_predict),
     "Map a cube with a registered model and publish the map products.",
     wrap=friendly_errors,
 )

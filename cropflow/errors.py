@@ -59,5 +59,9 @@ class TrainingError(CropflowError):
     """Training cannot proceed (empty split, NaN loss, ...)."""
 
 
+class StorageError(CropflowError):
+    """A disk is full, read-only or not writable: the message names the folder."""
+
+
 class PublishError(CropflowError):
     """A product could not be published; previous products are left untouched."""

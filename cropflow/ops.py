@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cropflow import __version__
 from cropflow.errors import ConfigError, CropflowError, EmptySearchError, StacError
+from cropflow.redact import find_credentials, install_log_redaction
 from cropflow.regions import REGIONS_DIR, RegionConfig, ScheduleSpec, load_regions
 from cropflow.settings import Settings, get_settings
 
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
 log = logging.getLogger(__name__)
+# Every flow imports its tasks, and every task module this one: its process logs no credential.
+install_log_redaction()
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -397,7 +400,8 @@ class StageCachePolicy(CachePolicy):
 
 
 def drop_stale_record(record: Path, workdir: Path) -> bool:
-    """Delete a persisted stage result whose outputs are gone; True when it was dropped."""
+    """Delete a persisted stage result whose outputs are gone, or that says it is degraded
+    (never final: the stage retries what it missed); True when it was dropped."""
     from prefect.results import ResultRecord
 
     if not record.is_file():
@@ -406,6 +410,10 @@ def drop_stale_record(record: Path, workdir: Path) -> bool:
         result: Any = ResultRecord.deserialize(record.read_bytes()).result
     except Exception:  # unreadable: recompute rather than fail the run
         log.warning("cached result %s cannot be read: the stage runs again", record)
+        record.unlink(missing_ok=True)
+        return True
+    if getattr(result, "degraded", False) is True:  # e.g. a cube built without some items
+        log.warning("cached result %s is degraded: the stage runs again to retry", record)
         record.unlink(missing_ok=True)
         return True
     gone = missing_outputs(result, workdir)
@@ -469,13 +477,15 @@ def retry_on_transient(task: Task[..., Any], task_run: TaskRun, state: State) ->
     """Retry a failed network stage unless the user must fix something first.
 
     CropflowErrors are the user's to fix (bad parameters, empty search) and are not retried,
-    except StacError (API unreachable or answering errors), which is transient.
+    except StacError (API unreachable or answering errors), which is transient, unless it says
+    it is not (``retryable = False``: a search that used up its HTTP retries or its deadline,
+    which a task-level retry would only multiply).
     """
     exc = _exception_of(state)
     if isinstance(exc, EmptySearchError):
         return False
     if isinstance(exc, StacError):
-        return True
+        return bool(getattr(exc, "retryable", True))
     return not isinstance(exc, CropflowError)
 
 
@@ -614,13 +624,29 @@ def _format_validation(exc: BaseException) -> str:
     return str(exc).replace("Flow run received invalid parameters:\n - ", "").replace("\n - ", "; ")
 
 
+def refuse_credentials(parameters: Any, what: str) -> None:
+    """ConfigError naming the parameters that hold a credential (URL userinfo, or a token or
+    signature in a query string): parameters are stored in Prefect's database, shown in its
+    UI and logged; credentials belong in settings, which flows read where they run."""
+    found = list(find_credentials(parameters))
+    if found:
+        raise ConfigError(
+            f"parameter(s) {', '.join(found)} of {what} hold a credential (user:token@ or a "
+            "token/signature in the query string); Prefect would store it with the run",
+            hint="put it in a setting instead (CROPFLOW_STAC__API_URL, "
+            "CROPFLOW_MLFLOW__TRACKING_URI; a region file's api_url: '{stac_api_url}')",
+        )
+
+
 def validate_flow_parameters(
     flow: Flow[..., Any], parameters: Mapping[str, Any], what: str
 ) -> dict[str, Any]:
     """Validate ``parameters`` with the flow's own pydantic models, as its run will.
 
-    Raises ConfigError with the pydantic message (field location and reason).
+    Raises ConfigError with the pydantic message (field location and reason), or when a
+    parameter holds a credential (Prefect stores parameters and shows them in its UI).
     """
+    refuse_credentials(parameters, what)
     flows_logger = logging.getLogger("prefect.flows")
     level = flows_logger.level
     flows_logger.setLevel(logging.CRITICAL)  # it logs every refusal as an error; we raise

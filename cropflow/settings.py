@@ -41,9 +41,32 @@ class StacSettings(BaseModel):
         "before the built-in ones.",
     )
     timeout_s: float = Field(30.0, gt=0, description="HTTP timeout of one request.")
-    max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/timeouts.")
+    max_retries: int = Field(
+        4,
+        ge=0,
+        description="Retries of one HTTP request on 429/5xx, connection errors and timeouts: "
+        "at most max_retries + 1 attempts per request (each page, the root, the collections).",
+    )
     backoff_s: float = Field(1.0, ge=0, description="First back-off delay; doubles per retry.")
     page_size: int = Field(100, gt=0, le=1000, description="Items per search page.")
+    deadline_s: float = Field(
+        120.0,
+        gt=0,
+        description="Total time one search may take, all requests, retries, back-offs and "
+        "pages together; past it the search fails, saying how many requests it made.",
+    )
+    max_aoi_km2: float = Field(
+        250_000.0,
+        gt=0,
+        description="Largest AOI (geodesic area, km²) searched on a remote STAC API; a larger "
+        "one is refused before any request. Raise it to search a larger area on purpose.",
+    )
+    max_items: int = Field(
+        5_000,
+        gt=0,
+        description="Most items one search may return (unless the search's own max_items "
+        "caps it); a search matching more stops with a message saying how to narrow it.",
+    )
 
 
 class DaskSettings(BaseModel):
@@ -68,7 +91,14 @@ class MlflowSettings(BaseModel):
 class StackSettings(BaseModel):
     """Ports of the one-machine service stack (all bound to 127.0.0.1)."""
 
-    host: str = "127.0.0.1"
+    host: str = Field(
+        "127.0.0.1",
+        description="The one address every server cropflow starts listens on: the stack's "
+        "Prefect server (and worker webserver), MLflow, Dask scheduler, workers and their "
+        "HTTP servers, the STAC API, and the Dask LocalCluster of cube builds. Loopback by "
+        "default; set an interface address (never 0.0.0.0 unless behind a firewall) to serve "
+        "other machines.",
+    )
     prefect_port: int = 4200
     mlflow_port: int = 5000
     dask_port: int = 8786

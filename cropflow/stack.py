@@ -1,9 +1,12 @@
 """The service stack on one machine, without Docker: start, check and stop it as processes.
 
-``cropflow stack up`` starts, bound to 127.0.0.1 only, a Prefect server, a Prefect worker on
-the process work pool, an MLflow server on the embedded store, a Dask scheduler with workers
-and the STAC API serving the demo catalog. Each runs in its own process session; its log and
-pid live under ``<workdir>/stack/`` so that ``status`` and ``down`` work from any shell.
+``cropflow stack up`` starts, bound to ``settings.stack.host`` only (127.0.0.1 by default), a
+Prefect server, a Prefect worker on the process work pool, an MLflow server on the embedded
+store, a Dask scheduler with workers and the STAC API serving the demo catalog. Every listening
+socket of these processes is on that host: the Dask workers' HTTP servers (``/health``,
+``/metrics``) and the Prefect worker's webserver included, which would otherwise bind 0.0.0.0.
+Each runs in its own process session; its log and pid live under ``<workdir>/stack/`` so that
+``status`` and ``down`` work from any shell.
 The same services in containers are in ``docker-compose.yml``.
 """
 
@@ -24,6 +27,7 @@ from pathlib import Path
 import httpx
 
 from cropflow.errors import ConfigError, CropflowError
+from cropflow.redact import DASK_PRELOAD
 from cropflow.settings import Settings
 
 HealthCheck = Callable[[], bool]
@@ -145,6 +149,10 @@ def plan(settings: Settings) -> list[Service]:
                 **base_env,
                 "PREFECT_HOME": prefect_home,
                 "PREFECT_API_URL": prefect_api,
+                # Its health-check webserver (--with-healthcheck) and a runner's webserver
+                # default to 0.0.0.0 / localhost: keep them on the stack's host.
+                "PREFECT_WORKER_WEBSERVER_HOST": h,
+                "PREFECT_RUNNER_SERVER_HOST": h,
                 # Flow runs use the stack's MLflow and Dask unless settings name others.
                 "CROPFLOW_MLFLOW__TRACKING_URI": settings.mlflow.tracking_uri
                 or f"http://{h}:{st.mlflow_port}",
@@ -182,6 +190,8 @@ def plan(settings: Settings) -> list[Service]:
                 str(st.dask_port),
                 "--dashboard-address",
                 f"{h}:{st.dask_dashboard_port}",
+                "--preload",
+                DASK_PRELOAD,
             ],
             url=f"tcp://{h}:{st.dask_port} (dashboard {dashboard})",
             health=_http_ok(f"{dashboard}/health"),
@@ -201,6 +211,12 @@ def plan(settings: Settings) -> list[Service]:
                 "--memory-limit",
                 st.dask_memory_limit,
                 "--no-dashboard",
+                # Without a dashboard a worker still serves /health, /metrics, /sitemap.json;
+                # the CLI's default address ":0" means 0.0.0.0.
+                "--dashboard-address",
+                f"{h}:0",
+                "--preload",
+                DASK_PRELOAD,
             ],
             url=f"{st.dask_workers} x {st.dask_threads} threads",
             health=_dask_workers(dashboard, st.dask_workers),

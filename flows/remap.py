@@ -37,7 +37,7 @@ def remap_region(params: RemapParams | None = None) -> ChainSummary:
         search = refreshed(search_items, p.refresh)(region_search_params(region))
         publish_search_summary(search)
         plan = plan_cube_task(search.uri, search.provider, region_cube_params(region, p.cube))
-        cube = refreshed(write_cube_task, p.refresh)(plan, None)
+        cube = refreshed(write_cube_task, p.refresh)(plan, None, p.refresh)
         publish_cube_summary(cube)
         predict_params = PredictParams.of(
             p.predict, cube.uri, region.name, region.model_alias, region.model_name()

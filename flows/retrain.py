@@ -53,7 +53,7 @@ def retrain(params: RetrainParams | None = None) -> RetrainResult:
     search = refreshed(search_items, fresh)(region_search_params(region))
     publish_search_summary(search)
     plan = plan_cube_task(search.uri, search.provider, region_cube_params(region, p.cube))
-    cube = refreshed(write_cube_task, fresh)(plan, None)
+    cube = refreshed(write_cube_task, fresh)(plan, None, fresh)
     publish_cube_summary(cube)
     ts_options = training_set_options_for(region, p.training_set)
     ts_params = TrainingSetParams.of(ts_options, cube.uri, region_labels(region))

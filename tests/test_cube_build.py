@@ -224,6 +224,80 @@ def test_missing_and_corrupt_cogs_are_skipped_and_recorded(
     )
 
 
+def test_a_degraded_cube_is_repaired_by_the_rerun_once_its_items_read(
+    client: Client, tmp_path: Path, reads: Counter[str]
+) -> None:
+    """A cube built without some items (one missing at planning, one unreadable while
+    reading) is marked degraded; once the files are back, the same build retries them,
+    rewrites only the regions they touch and gives the cube a clean build gives."""
+    sc = make_scene(tmp_path / "s", n_dates=4, shape=(64, 64), seed=7, nodata_corner=False)
+    p = params(sc, max_bad_fraction=0.6, retries=1, retry_backoff_s=0.01, chunk_size=32)
+    clean = open_cube(write_cube(plan_cube(sc.items, PROFILE, p), tmp_path / "clean.zarr",
+                                 client=client).uri).load()  # fmt: skip
+    # degrade: one COG gone before planning, another truncated after it
+    gone = Path(sc.items[1].assets["red"].get_absolute_href().removeprefix("file://"))
+    trunc = Path(sc.items[2].assets["nir"].get_absolute_href().removeprefix("file://"))
+    saved = {gone: gone.read_bytes(), trunc: trunc.read_bytes()}
+    gone.unlink()
+    plan = plan_cube(sc.items, PROFILE, p)
+    trunc.write_bytes(saved[trunc][: len(saved[trunc]) // 3])
+    out = tmp_path / "cube.zarr"
+    ref = write_cube(plan, out, client=client)
+    assert ref.degraded and ref.n_items == 2 and ref.regions_written == 4
+    ds = open_cube(out)
+    assert ds.attrs["cropflow:degraded"] is True
+    assert not np.array_equal(ds.nir.values, clean.nir.values, equal_nan=True)
+    # the same build while the files are still bad: still degraded, nothing changes
+    again = write_cube(plan_cube(sc.items, PROFILE, p), out, client=client)
+    assert again.degraded and again.key == ref.key
+
+    # the files are back: the same inputs plan to the same cube, which is repaired
+    for path, data in saved.items():
+        path.write_bytes(data)
+    replan = plan_cube(sc.items, PROFILE, p)
+    assert replan.key == plan.key and not replan.bad_items
+    reads.clear()
+    repaired = write_cube(replan, out, client=client)
+    assert not repaired.degraded and repaired.n_items == 4 and not repaired.bad_items
+    assert repaired.version != ref.version, "the content stamp follows the items used"
+    assert repaired.regions_written == 4  # both items cover the whole 2 x 2 regions
+    fixed = open_cube(out).load()
+    assert fixed.attrs["cropflow:degraded"] is False
+    for var in ("red", "nir", "ndvi", "valid_count", "interpolated"):
+        np.testing.assert_array_equal(fixed[var].values, clean[var].values)
+    # complete now: found as it is
+    assert write_cube(replan, out, client=client).regions_written == 0
+
+
+def test_a_degraded_cube_rewrites_only_the_regions_of_its_missing_items(
+    client: Client, tmp_path: Path
+) -> None:
+    # two tiles side by side; one tile's COG unreadable: only its regions are rewritten
+    west = make_scene(tmp_path / "w", n_dates=2, shape=(32, 64), seed=1, nodata_corner=False)
+    east = make_scene(
+        tmp_path / "e", n_dates=2, shape=(32, 64), seed=2, nodata_corner=False,
+        origin=(600640.0, 5300000.0),
+    )  # fmt: skip
+    for i, item in enumerate(east.items):
+        item.id = f"east-{i}"
+    items = [*west.items, *east.items]
+    bounds = (600000.0, 5299680.0, 601280.0, 5300000.0)
+    p = CubeParams(
+        bands=["red", "nir"], chunk_size=32, max_bad_fraction=0.5, retries=0, period=None,
+        grid=GridParams(crs="EPSG:32633", resolution=10, bounds=bounds),
+    )  # fmt: skip
+    bad = Path(east.items[0].assets["red"].get_absolute_href().removeprefix("file://"))
+    saved = bad.read_bytes()
+    bad.write_bytes(saved[:100])
+    plan = plan_cube(items, PROFILE, p)
+    ref = write_cube(plan, tmp_path / "c.zarr", client=client)
+    assert ref.degraded and ref.regions_total == 4
+    bad.write_bytes(saved)
+    repaired = write_cube(plan_cube(items, PROFILE, p), tmp_path / "c.zarr", client=client)
+    assert not repaired.degraded
+    assert repaired.regions_written == 2, "the east tile's two regions only"
+
+
 def test_mixed_radiometry_uses_the_float_kernel(
     scene: Scene, client: Client, tmp_path: Path
 ) -> None:
@@ -318,8 +392,8 @@ import cropflow.cube.build as build
 from cropflow.cube.plan import CubePlan
 
 real = build.build_region
-def slow(region, plan, path):
-    out = real(region, plan, path)
+def slow(region, plan, path, scope=""):
+    out = real(region, plan, path, scope)
     time.sleep(0.3)  # time for the test to kill the build between regions
     return out
 build.build_region = slow

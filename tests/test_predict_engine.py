@@ -18,7 +18,6 @@ from cropflow.classes import ClassDef, ClassMap
 from cropflow.errors import ConfigError, ContractError, DataError
 from cropflow.predict import PredictParams, open_prediction, predict
 from cropflow.predict.cube import read_window
-from cropflow.predict.store import markers_dir
 from cropflow.predict.testing import smooth_noise, tiny_bundle, write_cube
 from cropflow.predict.tiling import Window
 from models.base import Batch
@@ -254,8 +253,7 @@ def test_band_mismatch_is_refused_before_any_tile_is_read(tmp_path: Path) -> Non
     assert "missing ['nir']" in msg and err.value.hint
     from cropflow.settings import get_settings
 
-    store = get_settings().workdir / "predictions" / "mismatch.zarr"
-    assert not store.exists() and not markers_dir(store).exists()
+    assert not (get_settings().workdir / "predictions" / "mismatch").exists()
 
 
 def test_other_contract_mismatches_are_refused(cube: Path, tmp_path: Path) -> None:
@@ -284,5 +282,8 @@ def test_rerun_skips_done_tiles_and_another_model_starts_afresh(cube: Path) -> N
     other = predict(PredictParams(cube=str(cube), key="rerun", tile_size=16, executor="local"), b)
     assert (other.tiles_predicted, other.tiles_skipped) == (12, 0)
     assert other.model.identity != first.model.identity
+    # another model's prediction has its own store: the first one is untouched
+    assert other.store != first.store and other.fingerprint != first.fingerprint
+    assert zarr.open_group(first.store, mode="r").attrs["cropflow:prediction"]["complete"]
     meta = zarr.open_group(other.store, mode="r").attrs["cropflow:prediction"]
     assert meta["complete"] is True

@@ -26,6 +26,7 @@ from cropflow.bands import S2_SPECTRAL, SCL
 from cropflow.errors import ConfigError, ProviderError
 from cropflow.stac.metadata import processing_baseline, tile_id
 from cropflow.stac.profiles import get_profile, profile_names
+from cropflow.stac.signing import readable_href, unsigned
 
 ALL_BANDS = [*S2_SPECTRAL, SCL]
 
@@ -190,10 +191,13 @@ def test_s2_fixture_through_its_profile(name: str, pc_token: TokenService | None
                 assert rule.offset == pytest.approx(offset), why
                 assert rule.resolution == S2_SPECTRAL[band][0]
             assert rule.nodata == 0
+            # hrefs stay unsigned (no token in plans or caches); a read signs them afresh
+            assert rule.href == asset["href"]
             if profile.sign_hrefs and pc_token:
-                assert rule.href == f"{asset['href']}?{pc_token.token}"
+                assert readable_href(rule.href, rule.sign) == f"{asset['href']}?{pc_token.token}"
+                assert unsigned(readable_href(rule.href, rule.sign)) == asset["href"]
             else:
-                assert rule.href == asset["href"]
+                assert readable_href(rule.href, rule.sign) == asset["href"]
     if profile.sign_hrefs and pc_token:
         # one token per (account, container), asked of the service, then cached
         assert pc_token.requests == ["/sentinel2l2a01/sentinel2-l2"]
@@ -339,8 +343,9 @@ def test_pc_token_failure_is_a_provider_error(monkeypatch: pytest.MonkeyPatch) -
     settings_mod.Settings.get.cache_clear()
     item = _s2_items("sentinel-2-l2a-pc.json")[0]
     try:
+        rule = get_profile("planetary-computer").band_rule(item, "red")
         with pytest.raises(ProviderError, match="SAS token") as err:
-            get_profile("planetary-computer").band_rule(item, "red")
+            readable_href(rule.href, rule.sign)
     finally:
         settings_mod.Settings.get.cache_clear()
     assert "blob.core.windows.net" in str(err.value)
@@ -622,3 +627,17 @@ def test_unknown_profile_file_and_profiles_dir(
     monkeypatch.setenv("CROPFLOW_STAC__PROFILES_DIR", str(folder))
     assert "team-ndvi" in profile_names()
     assert get_profile("team-ndvi").cube_bands() == ["ndvi"]
+
+
+def test_signed_hrefs_never_enter_a_plan() -> None:
+    """Items that arrive signed (a SAS token in the href) are planned unsigned: a token never
+    enters a cube's identity, a cache key or a saved file, and a read signs afresh."""
+    item = _s2_items("sentinel-2-l2a-pc.json")[0]
+    clean = item.assets["B04"].href
+    token = "st=2026-01-01&se=2026-01-02&sp=rl&sv=2021-06-08&sr=c&sig=SECRET%3D"
+    item.assets["B04"].href = f"{clean}?{token}"
+    rule = get_profile("planetary-computer").band_rule(item, "red")
+    assert rule.href == clean and "SECRET" not in rule.href
+    assert rule.sign == "planetary-computer"
+    assert unsigned(f"{clean}?a=1&sig=x&se=y") == f"{clean}?a=1"
+    assert unsigned("https://example.org/x.tif?sig=keep") == "https://example.org/x.tif?sig=keep"

@@ -1,13 +1,16 @@
-"""`cropflow stack up|status|down`: every service healthy, nothing left behind after down."""
+"""`cropflow stack up|status|down`: every service healthy and listening on 127.0.0.1 only,
+nothing left behind after down."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from net_helpers import beyond_loopback, listeners
 from stack_helpers import free_ports
 
 from cropflow.demo import DemoConfig, generate_region
@@ -66,6 +69,14 @@ def test_stack_up_status_down(tmp_path: Path) -> None:
             assert "healthy" in line, status.stdout
         stac_line = next(ln for ln in status.stdout.splitlines() if "stac-api" in ln)
         assert f"http://127.0.0.1:{stac}" in stac_line
+        # Nothing listens beyond loopback: every socket of every service's process tree (the
+        # Dask workers' /health,/metrics servers and the Prefect worker's included).
+        running = [
+            json.loads(p.read_text())["pid"] for p in (work / "stack" / "pids").glob("*.pid")
+        ]
+        found = listeners(running)
+        assert {prefect, mlflow, dask, dash, stac} <= {f.port for f in found}, found
+        assert beyond_loopback(found) == [], found
     finally:
         pids = {
             p.stem: int(p.read_text().split('"pid": ')[1].split(",")[0].rstrip("}"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import operator
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -35,8 +36,10 @@ from cropflow.cube.store import (
     dir_size,
     done_regions,
     finalize,
+    items_version,
     partial_path,
     read_ref,
+    reopen,
     step_stats,
     store_key,
     template,
@@ -45,6 +48,7 @@ from cropflow.cube.store import (
 from cropflow.errors import DataError
 from cropflow.settings import get_settings
 from cropflow.stac.profiles import CollectionProfile
+from cropflow.storage import storage_error, storage_errors
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +58,11 @@ def default_cube_uri(plan: CubePlan, workdir: Path | None = None) -> Path:
     return ((workdir or get_settings().workdir) / "cubes" / f"{plan.key}.zarr").resolve()
 
 
-def build_region(region: Region, plan: CubePlan, path: str) -> RegionStats:
-    """One region task: compute it, write its chunks and its marker; return its stats."""
-    result = compute_region(plan, region)
+def build_region(region: Region, plan: CubePlan, path: str, scope: str = "") -> RegionStats:
+    """One region task: compute it, write its chunks and its marker; return its stats.
+
+    ``scope``: one build (a worker forgets the sources found unreadable by another build)."""
+    result = compute_region(plan, region, scope=scope)
     write_region(Path(path), result)
     return result.stats
 
@@ -80,7 +86,10 @@ def _run_regions(
     on_done: Callable[[], None] | None = None,
 ) -> list[RegionStats]:
     plan_future = client.scatter(plan, broadcast=True)
-    futures = client.map(build_region, todo, plan=plan_future, path=str(path), pure=False)
+    scope = f"{plan.key}-{uuid.uuid4().hex[:8]}"
+    futures = client.map(
+        build_region, todo, plan=plan_future, path=str(path), scope=scope, pure=False
+    )
     out: list[RegionStats] = []
     try:
         for fut in as_completed(futures):
@@ -89,6 +98,9 @@ def _run_regions(
                 on_done()
     except Exception as exc:
         client.cancel(futures)
+        storage = storage_error(exc, path.parent, f"writing cube {plan.key}")
+        if storage is not None:
+            raise storage from exc
         raise DataError(
             f"a region of cube {plan.key} failed after {len(out)} of {len(todo)} were written: "
             f"{type(exc).__name__}: {exc}",
@@ -97,30 +109,82 @@ def _run_regions(
     return out
 
 
+def regions_touching(plan: CubePlan, item_ids: set[str]) -> set[str]:
+    """Keys of the regions whose area an item of ``item_ids`` covers."""
+    boxes = [i.bbox for i in plan.items if i.id in item_ids]
+    gbox = plan.geobox()
+    out = set()
+    for region in plan.regions():
+        left, bottom, right, top = gbox[region.slices].boundingbox
+        if any(_overlaps(b, (left, bottom, right, top)) for b in boxes):
+            out.add(region.key)
+    return out
+
+
+def _overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _retry_degraded(plan: CubePlan, final: Path, partial: Path) -> set[str]:
+    """Reopen a complete but degraded cube for a retry of the items it was built without.
+
+    Returns the items to retry (empty: the cube is complete, or every skipped item is still
+    unreadable before the build); the cube is then back to a partial store without the
+    markers of the regions those items touch, so a resumed build rewrites only those."""
+    recorded = {b.id for b in read_ref(final).bad_items}
+    retry = recorded - plan.skipped_ids
+    if not retry:
+        if recorded:
+            log.warning(
+                "cube %s stays degraded: %d item(s) are still unreadable (%s)",
+                final,
+                len(recorded),
+                ", ".join(sorted(recorded)[:3]),
+            )
+        return set()
+    redo = regions_touching(plan, retry)
+    log.warning(
+        "cube %s was built without %d item(s) (%s): retrying them, rewriting %d region(s)",
+        final,
+        len(retry),
+        ", ".join(sorted(retry)[:3]),
+        len(redo),
+    )
+    reopen(final, partial, drop_regions=redo)
+    return retry
+
+
 def write_cube(
     plan: CubePlan,
     uri: str | Path | None = None,
     client: Client | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    *,
+    rebuild: bool = False,
 ) -> CubeRef:
     """Write (or resume, or find finished) the cube of ``plan``; returns its reference.
 
-    ``on_progress(done, total)`` is called with regions written (finished ones included) at
-    the start and after each region."""
+    A complete cube of the same plan is returned as it is, unless it is *degraded* (items were
+    skipped as unreadable): then the skipped items are tried again and the regions they touch
+    rewritten. ``rebuild``: build every region again; the existing cube stays in place until
+    the new one replaces it. ``on_progress(done, total)`` is called with regions written
+    (finished ones included) at the start and after each region."""
     final = cube_path(uri) if uri is not None else default_cube_uri(plan)
     partial = partial_path(final)
     if final.exists():
-        if store_key(final) == plan.key:
+        if store_key(final) != plan.key:
+            raise DataError(
+                f"{final} already holds another cube (different parameters or items)",
+                hint="choose another output path, or delete the old cube",
+            )
+        if not rebuild and not _retry_degraded(plan, final, partial):
             log.info("cube %s already complete", final)
             return read_ref(final).model_copy(update={"regions_written": 0, "elapsed_s": 0.0})
-        raise DataError(
-            f"{final} already holds another cube (different parameters or items)",
-            hint="choose another output path, or delete the old cube",
-        )
     t0 = time.perf_counter()
-    done = done_regions(partial) if store_key(partial) == plan.key else {}
+    done = {} if rebuild else (done_regions(partial) if store_key(partial) == plan.key else {})
     if not done:
-        create_store(partial, plan)
+        with storage_errors(final.parent, f"creating cube {final.name}"):
+            create_store(partial, plan)
     regions = plan.regions()
     todo = [r for r in regions if r.key not in done]
     log.info("cube %s: %d regions, %d to write", plan.key, len(regions), len(todo))
@@ -140,19 +204,22 @@ def write_cube(
             new = _run_regions(c, plan, todo, partial, on_done)
     stats = [*done.values(), *new]
     bad = _collect_bad(plan, stats)
-    n_considered = len(plan.items) + len(plan.bad_items)
+    n_considered = len(plan.items)
     check_bad_fraction(len(bad), n_considered, plan.params.max_bad_fraction, bad)
     bad_ids = {b.id for b in bad}
+    used = sorted(i.id for i in plan.items if i.id not in bad_ids)
     ref = CubeRef(
         uri=str(final),
         key=plan.key,
+        version=items_version(plan.key, used),
+        degraded=bool(bad),
         grid=plan.grid,
         chunk=plan.chunk,
         period=plan.axis.period,
         times=[t.isoformat() for t in plan.axis.times],
         bands=plan.bands,
         indices=plan.indices,
-        n_items=sum(1 for i in plan.items if i.id not in bad_ids),
+        n_items=len(used),
         bad_items=bad,
         regions_total=len(regions),
         regions_written=len(new),
@@ -161,7 +228,16 @@ def write_cube(
         task_s=sum(s.seconds + s.write_seconds for s in new),
         steps=step_stats(plan, stats),
     )
-    finalize(partial, final, ref.model_dump(mode="json", exclude={"uri"}), bad)
+    with storage_errors(final.parent, f"finishing cube {final.name}"):
+        finalize(partial, final, ref.model_dump(mode="json", exclude={"uri"}), bad)
+    if bad:
+        log.warning(
+            "cube %s is DEGRADED: built without %d of %d items (%s); a rerun retries them",
+            final,
+            len(bad),
+            len(plan.items),
+            "; ".join(f"{b.id}: {b.reason}" for b in bad[:3]),
+        )
     return ref
 
 

@@ -18,20 +18,32 @@ import dask.config
 from distributed import Client, LocalCluster, default_client, get_worker, worker_client
 
 from cropflow.errors import ConfigError
+from cropflow.redact import DASK_PRELOAD
 from cropflow.settings import DaskSettings, get_settings
 
 log = logging.getLogger(__name__)
 
 
-def local_cluster_kwargs(settings: DaskSettings) -> dict[str, Any]:
-    """LocalCluster arguments from the settings (the scheduler's HTTP server on a free port:
-    8787 belongs to the service stack's dashboard)."""
+def local_cluster_kwargs(settings: DaskSettings, host: str | None = None) -> dict[str, Any]:
+    """LocalCluster arguments from the settings.
+
+    Every server of the cluster listens on ``host`` only (default ``settings.stack.host``,
+    127.0.0.1): the scheduler, the workers and nannies, and their HTTP servers. Distributed
+    binds an HTTP address given as ``":0"`` to 0.0.0.0, so the scheduler's dashboard gets
+    ``host:0`` (a free port: 8787 belongs to the service stack's dashboard); the workers' HTTP
+    servers (``/health``, ``/metrics``) follow their own listen host when no address is given.
+    Worker processes preload :mod:`cropflow.redact` so that their logs are redacted too.
+    """
+    bind = host or get_settings().stack.host
     return {
         "n_workers": settings.n_workers,
         "threads_per_worker": settings.threads_per_worker,
         "memory_limit": settings.memory_limit,
         "processes": True,
-        "dashboard_address": ":0",
+        "host": bind,
+        "dashboard_address": f"{bind}:0",
+        "worker_dashboard_address": None,
+        "preload": [DASK_PRELOAD],
     }
 
 

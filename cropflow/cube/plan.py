@@ -14,9 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from typing import Literal
@@ -53,6 +52,7 @@ from cropflow.cube.periods import (
     step_of_day,
 )
 from cropflow.errors import ConfigError, DataError, EmptySearchError, ProviderError
+from cropflow.redact import unsigned_href
 from cropflow.stac.profiles import (
     CollectionProfile,
     Composite,
@@ -61,6 +61,7 @@ from cropflow.stac.profiles import (
     proj_field,
     stac_crs,
 )
+from cropflow.stac.signing import readable_href
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ class SourceBand(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    href: str
+    href: str = Field(description="Unsigned href (signed afresh when read, see ``sign``).")
+    sign: str = Field("none", description="How the href is signed when read.")
     band_index: int = Field(1, description="Band of the file (1 = first).")
     scale: float = 1.0
     offset: float = 0.0
@@ -104,7 +106,8 @@ class SourceItem(BaseModel):
 
 
 class BadItem(BaseModel):
-    """An item skipped because a COG could not be read."""
+    """An item skipped because a COG could not be read (the cube is then *degraded*: a rerun
+    retries it and rewrites the regions it touches)."""
 
     id: str
     band: str | None = None
@@ -139,7 +142,10 @@ class CubePlan(BaseModel):
     """Everything a region task needs; JSON-serialisable; identifies the cube by ``key``.
 
     ``params`` are the resolved parameters: bands, indices and mask groups filled from the
-    collection profile where the caller left them unset."""
+    collection profile where the caller left them unset. ``items`` are every item the cube is
+    made of, those found unreadable before the build (``bad_items``) included: the key names
+    the cube of these inputs, whichever could be read this time (the cube records what was
+    skipped, and a rerun retries it)."""
 
     params: CubeParams
     grid: GridSpec
@@ -153,6 +159,7 @@ class CubePlan(BaseModel):
     chunk: int = Field(description="Spatial chunk / region side in pixels.")
     count_dtype: Literal["uint8", "uint16"]
     provider: str | None = None
+    profile_digest: str = Field("", description="Hash of the collection profile, as read.")
     search_uri: str | None = None
     key: str = ""
 
@@ -169,6 +176,15 @@ class CubePlan(BaseModel):
     @property
     def mask_enabled(self) -> bool:
         return self.mask is not None
+
+    @property
+    def skipped_ids(self) -> set[str]:
+        """Items the plan knows are unreadable (checked before the build): not read."""
+        return {b.id for b in self.bad_items}
+
+    def item(self, item_id: str) -> SourceItem | None:
+        """The planned item ``item_id`` (None if the plan has none of that id)."""
+        return next((i for i in self.items if i.id == item_id), None)
 
     @property
     def read_bands(self) -> list[str]:
@@ -188,8 +204,8 @@ class CubePlan(BaseModel):
         return regions(self.grid.shape, self.chunk)
 
     def identity(self) -> dict[str, object]:
-        """What the key hashes: parameters, grid, axis, items and their sources (href, band
-        of the file, radiometry), the mask, format."""
+        """What the key hashes: parameters, grid, axis, items and their sources (href without
+        any signature or credential, band of the file, radiometry), the mask, format."""
         return {
             "format": CUBE_FORMAT,
             "params": self.params.model_dump(mode="json"),
@@ -200,22 +216,17 @@ class CubePlan(BaseModel):
                     "id": i.id,
                     "step": i.step,
                     "bands": {
-                        b: [s.href, s.band_index, s.scale, s.offset, _json_float(s.nodata)]
+                        b: [unsigned_href(s.href), s.band_index, s.scale, s.offset]
                         for b, s in i.bands.items()
                     },
                 }
                 for i in self.items
             ],
+            "profile": self.profile_digest,
             "mask": self.mask.model_dump(mode="json") if self.mask else None,
             "band_info": {b: v.model_dump(mode="json") for b, v in self.band_info.items()},
             "chunk": self.chunk,
         }
-
-
-def _json_float(value: float | None) -> float | str | None:
-    if value is None or math.isfinite(value):
-        return value
-    return str(value)
 
 
 def _item_datetime(item: pystac.Item) -> datetime:
@@ -382,7 +393,9 @@ def _item_lattice(
         transform = _stac_transform(item, rule.asset_key)
         shape = proj_field(item, rule.asset_key, "proj:shape")
         if crs is None or transform is None or not isinstance(shape, list):
-            header = _open_header(rule.href, params.retries, params.retry_backoff_s)
+            header = _open_header(
+                readable_href(rule.href, rule.sign), params.retries, params.retry_backoff_s
+            )
             if isinstance(header, str) or header.crs is None:
                 raise DataError(
                     f"item {item.id!r}: the grid of band {band!r} is unknown (no proj:code/"
@@ -475,7 +488,10 @@ def header_resolution(
         return None
     sizes = []
     for band in bands:
-        header = _open_header(rules[band].href, params.retries, params.retry_backoff_s)
+        rule = rules[band]
+        header = _open_header(
+            readable_href(rule.href, rule.sign), params.retries, params.retry_backoff_s
+        )
         if isinstance(header, str) or header.crs is None:
             return None
         if not is_metric(CRS.from_user_input(header.crs)):
@@ -523,6 +539,7 @@ def _source_band(item_id: str, rule: BandRule, header: _Header | None) -> Source
     """The source of one band; ProviderError when the COG contradicts the profile."""
     base = SourceBand(
         href=rule.href,
+        sign=rule.sign,
         band_index=rule.band_index,
         scale=rule.scale,
         offset=rule.offset,
@@ -556,6 +573,22 @@ def _source_band(item_id: str, rule: BandRule, header: _Header | None) -> Source
             "shape": header.shape,
         }
     )
+
+
+def _header_extent(bands: Iterable[SourceBand], grid_crs: str) -> BBox | None:
+    """The exact extent of an item's COGs on the grid's CRS (from their headers), when they
+    are in that CRS: the footprint's bbox projected from lon/lat is a little larger."""
+    boxes = []
+    for b in bands:
+        if b.transform is None or b.shape is None or b.crs is None:
+            continue
+        if b.crs != grid_crs and CRS.from_user_input(b.crs) != CRS.from_user_input(grid_crs):
+            continue
+        a, _, c, _, e, f = b.transform
+        h, w = b.shape
+        xs, ys = (c, c + a * w), (f, f + e * h)
+        boxes.append((min(xs), min(ys), max(xs), max(ys)))
+    return _union(boxes) if boxes else None
 
 
 def choose_kernels(
@@ -644,10 +677,14 @@ def plan_cube(
 
     headers: dict[str, _Header | str] = {}
     if preflight:
-        hrefs = sorted({r.href for (c, _) in in_time for r in c[1].values()})
+        signs = {r.href: r.sign for (c, _) in in_time for r in c[1].values()}
+        hrefs = sorted(signs)
         with ThreadPoolExecutor(PREFLIGHT_THREADS) as pool:
             found = pool.map(
-                lambda h: _open_header(h, params.retries, params.retry_backoff_s), hrefs
+                lambda h: _open_header(
+                    readable_href(h, signs[h]), params.retries, params.retry_backoff_s
+                ),
+                hrefs,
             )
             headers = dict(zip(hrefs, found, strict=True))
 
@@ -657,22 +694,22 @@ def plan_cube(
         failed = [
             (band, h) for band, rule in per.items() if isinstance(h := headers.get(rule.href), str)
         ]
-        if failed:
+        if failed:  # kept in the plan (the cube's identity), skipped when reading
             band, reason = failed[0]
             bad.append(BadItem(id=item.id, band=band, stage="preflight", reason=reason))
             log.warning("skipping item %s: band %s unreadable (%s)", item.id, band, reason)
-            continue
         src = {
             b: _source_band(
                 item.id, r, h if isinstance(h := headers.get(r.href), _Header) else None
             )
             for b, r in per.items()
         }
+        bbox = _header_extent(src.values(), grid.crs) or bbox
         sources.append(
             SourceItem(id=item.id, datetime=when, day=day, step=step, bbox=bbox, bands=src)
         )
     check_bad_fraction(len(bad), len(in_time), params.max_bad_fraction, bad)
-    if not sources:
+    if len(bad) == len(sources):
         raise DataError("every item is unreadable", hint="check the COG hrefs")
 
     sources.sort(key=lambda s: (s.step, s.day, s.datetime, s.id))
@@ -691,12 +728,17 @@ def plan_cube(
         items=sources,
         bad_items=bad,
         n_items_in=len(items),
-        kernels=choose_kernels(sources, bands, info),
+        kernels=choose_kernels(
+            [x for x in sources if x.id not in {b.id for b in bad}], bands, info
+        ),
         band_info=info,
         mask=mask,
         chunk=chunk,
         count_dtype="uint8" if max_days <= 255 else "uint16",
         provider=provider or profile.reference,
+        profile_digest=hashlib.sha256(
+            profile.model_dump_json(exclude={"source"}).encode()
+        ).hexdigest()[:16],
         search_uri=search_uri,
     )
     digest = hashlib.sha256(json.dumps(plan.identity(), sort_keys=True).encode()).hexdigest()

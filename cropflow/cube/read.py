@@ -46,6 +46,7 @@ from pyproj import CRS
 from rasterio.windows import Window
 
 from cropflow.cube.plan import SourceBand
+from cropflow.stac.signing import readable_href
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,8 @@ def _read_once(
     if k is None or (k > 1 and resampling != "nearest"):
         out[...] = fill
         cfg = _load_cfg(out.dtype, fill, src.nodata, resampling)
-        RioReader(RasterSource(src.href, band=src.band_index), ctx).read(cfg, gbox, dst=out)
+        source = RasterSource(readable_href(src.href, src.sign), band=src.band_index)
+        RioReader(source, ctx).read(cfg, gbox, dst=out)
         return
     box, py, px = _source_box(src, gbox, k)
     buf = out if k == 1 else np.empty(box.shape.yx, dtype=out.dtype)
@@ -238,7 +240,8 @@ def _read_once(
     else:
         buf[...] = fill
         cfg = _load_cfg(out.dtype, fill, src.nodata, "nearest")
-        RioReader(RasterSource(src.href, band=src.band_index), ctx).read(cfg, box, dst=buf)
+        source = RasterSource(readable_href(src.href, src.sign), band=src.band_index)
+        RioReader(source, ctx).read(cfg, box, dst=buf)
     if k > 1:
         up = np.repeat(np.repeat(buf, k, axis=1), k, axis=0)
         h, w = out.shape

@@ -198,14 +198,22 @@ def _composite(plan: CubePlan, band: str, layers: list[np.ndarray], mask: Median
     return masked_median(layers, mask, scale, offset, overwrite=True)[0]
 
 
-def compute_region(plan: CubePlan, region: Region) -> RegionResult:
-    """Every variable of the cube over ``region`` (see the module docstring)."""
+def compute_region(plan: CubePlan, region: Region, scope: str = "") -> RegionResult:
+    """Every variable of the cube over ``region`` (see the module docstring).
+
+    ``scope`` names the build: sources found unreadable are not retried within one build (one
+    scope), and are tried again by the next (default: the plan's key)."""
     t0 = time.perf_counter()
     p = plan.params
     bands = plan.bands
     gbox = plan.geobox()[region.slices]
     left, bottom, right, top = gbox.boundingbox
-    items = [i for i in plan.items if _intersects(i.bbox, (left, bottom, right, top))]
+    skipped = plan.skipped_ids
+    items = [
+        i
+        for i in plan.items
+        if i.id not in skipped and _intersects(i.bbox, (left, bottom, right, top))
+    ]
     n_steps = len(plan.axis)
     h, w = region.shape
     outs = {b: np.empty((n_steps, h, w), dtype=np.float32) for b in bands}
@@ -216,7 +224,7 @@ def compute_region(plan: CubePlan, region: Region) -> RegionResult:
         by_step.setdefault(item.step, {}).setdefault(item.day, []).append(item)
 
     computed: set[int] = set()
-    with reader_context(gbox, scope=plan.key) as ctx:
+    with reader_context(gbox, scope=scope or plan.key) as ctx:
         reader = _DayReader(plan, gbox, ctx)
         for step in sorted(by_step):
             layers: dict[str, list[np.ndarray]] = {b: [] for b in bands}

@@ -41,6 +41,7 @@ false); :func:`open_cube` refuses one with a DataError.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -65,6 +66,7 @@ from cropflow.cube.indices import INDICES
 from cropflow.cube.plan import CUBE_FORMAT, BadItem, CubePlan, version_info
 from cropflow.cube.region import RegionResult, RegionStats
 from cropflow.errors import DataError
+from cropflow.storage import atomic_write
 
 MARKER_DIR = "_cropflow_regions"
 PARTIAL_SUFFIX = ".partial"
@@ -220,17 +222,11 @@ def write_region(path: Path, result: RegionResult) -> None:
     write_marker(path, result.stats)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_marker(path: Path, stats: RegionStats) -> None:
     """Record that a region is written (atomically)."""
     folder = path / MARKER_DIR
     folder.mkdir(exist_ok=True)
-    _write_atomic(folder / f"{stats.key}.json", stats.model_dump_json())
+    atomic_write(folder / f"{stats.key}.json", stats.model_dump_json())
 
 
 def done_regions(path: Path) -> dict[str, RegionStats]:
@@ -260,6 +256,13 @@ class CubeRef(BaseModel):
 
     uri: str = Field(description="Local path of the Zarr store.")
     key: str
+    version: str = Field(
+        "", description="Stamp of the content: the key and the items actually used."
+    )
+    degraded: bool = Field(
+        False,
+        description="Built without some items (unreadable): not final; a rerun retries them.",
+    )
     grid: GridSpec
     chunk: int
     period: str | None
@@ -287,7 +290,8 @@ class CubeRef(BaseModel):
             f"- grid: {self.grid.describe()} (chunk {self.chunk} px)",
             f"- time: {len(self.times)} steps, period {self.period or 'acquisition dates'}",
             f"- bands: {', '.join(self.bands)}; indices: {', '.join(self.indices) or 'none'}",
-            f"- items used: {self.n_items}; skipped as unreadable: {len(self.bad_items)}",
+            f"- items used: {self.n_items}; skipped as unreadable: {len(self.bad_items)}"
+            + (" (**DEGRADED**: a rerun retries them)" if self.degraded else ""),
             f"- regions: {self.regions_total} ({self.regions_written} written by this run)",
             f"- size on disk: {self.size_bytes / 2**20:.1f} MiB for {h * w * len(self.times)} "
             "pixel-steps",
@@ -332,20 +336,47 @@ def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def items_version(key: str, used: list[str]) -> str:
+    """A stamp of the cube's content: its key and the items it was actually built from."""
+    blob = json.dumps({"key": key, "items": sorted(used)}).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
 def finalize(partial: Path, final: Path, summary: dict[str, Any], bad: list[BadItem]) -> None:
-    """The final step: record summary and skipped items, mark complete, rename into place."""
+    """The final step: record summary and skipped items, mark complete, swap into place.
+
+    The region markers stay in the store (a rerun of a degraded cube reopens it and rewrites
+    only the regions of the skipped items). An existing cube at ``final`` is replaced by two
+    renames, so a reader sees the old cube or the new one, never a mix."""
     group = zarr.open_group(str(partial), mode="r+", zarr_format=3)
     group.attrs.update(
         {
             ATTR + "summary": summary,
             ATTR + "bad_items": [b.model_dump() for b in bad],
+            ATTR + "degraded": bool(bad),
+            ATTR + "version": summary.get("version"),
             ATTR + "complete": True,
         }
     )
-    shutil.rmtree(partial / MARKER_DIR, ignore_errors=True)
+    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
     if final.exists():
-        shutil.rmtree(final)
-    partial.replace(final)
+        final.rename(old)
+    partial.rename(final)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def reopen(final: Path, partial: Path, drop_regions: set[str]) -> None:
+    """Turn a complete cube back into a partial store whose regions ``drop_regions`` are to
+    be written again (their markers removed); readers see no complete cube meanwhile."""
+    if partial.exists():
+        shutil.rmtree(partial)
+    final.rename(partial)
+    group = zarr.open_group(str(partial), mode="r+", zarr_format=3)
+    group.attrs[ATTR + "complete"] = False
+    folder = partial / MARKER_DIR
+    for key in drop_regions:
+        (folder / f"{key}.json").unlink(missing_ok=True)
 
 
 def read_ref(path: Path) -> CubeRef:

@@ -8,7 +8,7 @@ reads metadata and coordinates only; :func:`read_window` reads the chunks of one
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,6 +37,8 @@ class CubeInfo:
     transform: tuple[float, float, float, float, float, float]
     period: str | None
     identity: str
+    degraded: list[str] = field(default_factory=list)
+    """Items the cube was built without (unreadable when it was built)."""
 
     @property
     def n_time(self) -> int:
@@ -99,7 +101,11 @@ def inspect_cube(uri: str, check_complete: bool = True) -> CubeInfo:
     time_attr = attrs.get("cropflow:time")
     period = time_attr.get("period") if isinstance(time_attr, dict) else None
     period = period or attrs.get("period") or attrs.get("cropflow:period")
-    identity = str(attrs.get("cropflow:key") or uri)
+    identity = f"{attrs.get('cropflow:key') or uri}:{attrs.get('cropflow:version') or ''}"
+    bad = attrs.get("cropflow:bad_items")
+    degraded = (
+        [str(b.get("id")) for b in bad if isinstance(b, dict)] if isinstance(bad, list) else []
+    )
     return CubeInfo(
         uri=uri,
         bands=bands,
@@ -110,6 +116,7 @@ def inspect_cube(uri: str, check_complete: bool = True) -> CubeInfo:
         transform=(a.a, a.b, a.c, a.d, a.e, a.f),
         period=None if period is None else str(period),
         identity=identity,
+        degraded=degraded,
     )
 
 

@@ -40,15 +40,19 @@ class ModelBundle:
     def input_kind(self) -> str:
         return self.contract.input_kind
 
-    def identity(self) -> str:
-        """What makes this model this model: its registry version/run, else its weights."""
-        if self.run_id or self.version:
-            return f"{self.name}:{self.version}:{self.run_id}:{self.uri}"
+    def weights_digest(self) -> str:
+        """A hash of the weights (names, shapes, dtypes and values of the state dict)."""
         digest = hashlib.sha256()
         for key, tensor in sorted(self.model.state_dict().items()):
-            digest.update(key.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return f"weights:{digest.hexdigest()[:20]}"
+            t = tensor.detach().cpu().contiguous()
+            digest.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
+            digest.update(t.numpy().tobytes())
+        return digest.hexdigest()[:20]
+
+    def identity(self) -> str:
+        """What makes this model this model: registry name, version and run (where it has
+        them) and always the weights' hash, so that two models never share an identity."""
+        return f"{self.name}:{self.version}:{self.run_id}:weights:{self.weights_digest()}"
 
 
 def load_bundle(spec: str | None = None, registered_model: str | None = None) -> ModelBundle:

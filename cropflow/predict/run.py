@@ -38,13 +38,24 @@ from cropflow.predict.executors import (
 from cropflow.predict.fields import load_fields, pixel_window
 from cropflow.predict.model import ModelBundle, days_since_epoch, load_bundle
 from cropflow.predict.params import AUTO_BATCH, PredictParams
-from cropflow.predict.store import done_tiles, mark_complete, markers_dir, prepare_store
+from cropflow.predict.store import (
+    discard,
+    done_tiles,
+    mark_complete,
+    markers_dir,
+    prepare_store,
+)
 from cropflow.predict.tiling import patch_stride, read_window, tile_grid
 from cropflow.settings import get_settings
+from cropflow.storage import storage_errors
 from models.contract import InputContract
 
 #: ``on_progress(done, total)``: called once at the start and after every finished job.
 OnProgress = Callable[[int, int], None]
+
+
+#: Stores kept per prediction name (the newest; other models' or older cubes' predictions).
+KEEP_STORES = 3
 
 
 class ModelInfo(BaseModel):
@@ -55,7 +66,7 @@ class ModelInfo(BaseModel):
     name: str | None = Field(None, description="Registered model name.")
     version: str | None = Field(None, description="Registered model version.")
     run_id: str | None = Field(None, description="MLflow run that trained it.")
-    identity: str = Field(description="Registry identity, or a hash of the weights.")
+    identity: str = Field(description="Registry name, version, run and the weights' hash.")
     bands: list[str] = Field(
         default_factory=list, description="Input bands of the model's contract, by name."
     )
@@ -67,7 +78,16 @@ class PredictionResult(BaseModel):
     key: str
     region: str
     store: str = Field(description="Path of the prediction Zarr.")
+    fingerprint: str = Field(
+        "",
+        description="Identity of the prediction (cube content, model version and weights, "
+        "prediction parameters); the store records it, and products are built only from a "
+        "store that holds this one.",
+    )
     cube: str
+    cube_degraded: list[str] = Field(
+        default_factory=list, description="Items the cube was built without (degraded cube)."
+    )
     model: ModelInfo
     input_kind: str
     class_map: ClassMap
@@ -136,6 +156,21 @@ def fingerprint(
         **extra,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def store_path(key: str, fingerprint: str) -> Path:
+    """``<workdir>/predictions/<key>/<fingerprint>.zarr``: one store per prediction identity,
+    so a prediction of the same cube by another model never overwrites this one."""
+    return get_settings().workdir / "predictions" / key / f"{fingerprint}.zarr"
+
+
+def prune_stores(current: Path, keep: int = KEEP_STORES) -> None:
+    """Delete the oldest stores of the same prediction name, keeping ``keep`` (and
+    ``current``). A cached run whose store was pruned predicts again (its output is gone)."""
+    siblings = [p for p in current.parent.glob("*.zarr") if p != current and p.is_dir()]
+    siblings.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in siblings[max(keep - 1, 0) :]:
+        discard(old)
 
 
 def _tile_jobs(
@@ -253,11 +288,16 @@ def _store_meta(
     return {
         "fingerprint": fingerprint(cube, identity, params, extra),
         "cube": cube.uri,
+        "cube_identity": cube.identity,
+        "cube_degraded": cube.degraded,
         "model": {
             "uri": bundle.uri,
+            "alias": _alias(bundle.uri) or params.pinned_from,
             "name": bundle.name,
             "version": bundle.version,
             "run_id": bundle.run_id,
+            "identity": identity,
+            "bands": list(bundle.contract.bands),
         },
         "input_kind": kind,
         "class_map": bundle.class_map.model_dump(mode="json"),
@@ -324,10 +364,14 @@ def predict(
     patch = bundle.contract.patch_size or 0
     stride = patch_stride(patch, round(patch * params.patch_overlap)) if kind == "patch" else 0
     key = params.prediction_key()
-    store = get_settings().workdir / "predictions" / f"{key}.zarr"
     identity = bundle.identity()
     meta = _store_meta(cube, bundle, params, identity, kind, patch, stride)
-    done = prepare_store(store, cube.uri, bundle.class_map, params.tile_size, meta, params.resume)
+    store = store_path(key, meta["fingerprint"])
+    with storage_errors(store.parent, f"creating prediction {key}"):
+        done = prepare_store(
+            store, cube.uri, bundle.class_map, params.tile_size, meta, params.resume
+        )
+        prune_stores(store)
 
     devices = resolve_devices(params.device)
     executor = resolve_executor(params.executor, devices)
@@ -350,24 +394,19 @@ def predict(
     if on_progress is not None:
         on_progress(skipped, total)
     pending = [[j for j in p if j.name not in done] for p in phases]
-    _execute(pending, executor, bundle, runners, client, on_done)
-    if {j.name for j in phases[-1]} <= done_tiles(store):
-        mark_complete(store)
+    with storage_errors(store.parent, f"writing prediction {key}"):
+        _execute(pending, executor, bundle, runners, client, on_done)
+        if {j.name for j in phases[-1]} <= done_tiles(store):
+            mark_complete(store)
 
     return PredictionResult(
         key=key,
         region=params.region_name(),
         store=str(store),
+        fingerprint=meta["fingerprint"],
         cube=cube.uri,
-        model=ModelInfo(
-            uri=bundle.uri,
-            alias=_alias(bundle.uri) or params.pinned_from,
-            name=bundle.name,
-            version=bundle.version,
-            run_id=bundle.run_id,
-            identity=identity,
-            bands=list(bundle.contract.bands),
-        ),
+        cube_degraded=cube.degraded,
+        model=ModelInfo.model_validate(meta["model"]),
         input_kind=kind,
         class_map=bundle.class_map,
         fields=params.fields,

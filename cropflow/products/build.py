@@ -19,9 +19,9 @@ import zarr
 from affine import Affine
 from pydantic import BaseModel, Field
 
-from cropflow.errors import DataError
+from cropflow.errors import DataError, PublishError
 from cropflow.predict.fields import load_fields
-from cropflow.predict.run import PredictionResult
+from cropflow.predict.run import ModelInfo, PredictionResult
 from cropflow.predict.store import read_meta
 from cropflow.products.areas import class_areas, write_area_table
 from cropflow.products.cog import write_class_cog, write_confidence_cog, write_probability_cog
@@ -39,6 +39,7 @@ from cropflow.products.stac import (
     write_catalog,
 )
 from cropflow.settings import get_settings
+from cropflow.storage import storage_errors
 
 
 class ProductsResult(BaseModel):
@@ -61,8 +62,12 @@ def products_dir(region: str) -> Path:
     return get_settings().workdir / "products" / region
 
 
-def build_products(prediction: PredictionResult, dest: Path | None = None) -> ProductsResult:
-    """Write COGs, quicklook, area table, per-field results and STAC; publish atomically."""
+def verified_meta(prediction: PredictionResult) -> dict[str, Any]:
+    """The store's own record of what it holds, checked against what the run asked for.
+
+    PublishError when the store is missing, incomplete, or holds another prediction (another
+    model, cube or parameters): products must never show one model's pixels under another's
+    name."""
     store = Path(prediction.store)
     meta = read_meta(store)
     if meta is None or not meta.get("complete"):
@@ -70,6 +75,30 @@ def build_products(prediction: PredictionResult, dest: Path | None = None) -> Pr
             f"prediction {store} is missing or incomplete",
             hint="run the prediction to the end (resume=True finishes an interrupted one)",
         )
+    if prediction.fingerprint and meta.get("fingerprint") != prediction.fingerprint:
+        found = meta.get("model")
+        model: dict[str, Any] = found if isinstance(found, dict) else {}
+        raise PublishError(
+            f"prediction store {store} holds prediction {meta.get('fingerprint')} (model "
+            f"{model.get('name')} v{model.get('version')}), not {prediction.fingerprint} "
+            f"(model {prediction.model.name} v{prediction.model.version}) that the run asked "
+            "for: nothing was published",
+            hint="predict again (refresh=true, or delete the store); the published products "
+            "were kept",
+        )
+    return meta
+
+
+def build_products(prediction: PredictionResult, dest: Path | None = None) -> ProductsResult:
+    """Write COGs, quicklook, area table, per-field results and STAC; publish atomically.
+
+    Model, cube and provenance in tags and STAC come from the store's own record, checked
+    against the run's (:func:`verified_meta`) before the products are written and again right
+    before they are published."""
+    store = Path(prediction.store)
+    meta = verified_meta(prediction)
+    model = ModelInfo.model_validate(meta["model"])
+    degraded = [str(i) for i in meta.get("cube_degraded") or []]
     group = zarr.open_group(str(store), mode="r")
     class_id, probability, confidence = (
         group["class_id"],
@@ -80,12 +109,23 @@ def build_products(prediction: PredictionResult, dest: Path | None = None) -> Pr
     crs, transform = prediction.crs_wkt, Affine(*prediction.transform)
     target = Path(dest) if dest is not None else products_dir(prediction.region)
     tags = {
-        "CROPFLOW_MODEL": prediction.model.uri,
-        "CROPFLOW_PREDICTION": prediction.key,
-        "CROPFLOW_INPUT_BANDS": ",".join(prediction.model.bands),
+        "CROPFLOW_MODEL": model.uri,
+        "CROPFLOW_MODEL_VERSION": f"{model.name}:{model.version}",
+        "CROPFLOW_MODEL_IDENTITY": model.identity,
+        "CROPFLOW_PREDICTION": f"{prediction.key}:{meta['fingerprint']}",
+        "CROPFLOW_INPUT_BANDS": ",".join(model.bands),
+        "CROPFLOW_CUBE": str(meta.get("cube_identity") or meta.get("cube")),
     }
+    if degraded:
+        tags["CROPFLOW_DEGRADED_CUBE"] = f"built without items: {', '.join(degraded)}"
 
-    with staged(target) as stage:
+    def still_the_same() -> None:  # the store may have changed while products were written
+        verified_meta(prediction)
+
+    with (
+        storage_errors(target.parent, f"publishing the products of {prediction.region}"),
+        staged(target, check=still_the_same) as stage,
+    ):
         files: dict[str, Path] = {}
         files["class_map"] = write_class_cog(
             class_id, cm, crs, transform, stage / "class_map.tif", tags
@@ -121,11 +161,15 @@ def build_products(prediction: PredictionResult, dest: Path | None = None) -> Pr
             prediction.start,
             prediction.end,
             properties={
-                "cropflow:model": prediction.model.model_dump(exclude={"identity"}),
+                "cropflow:model": model.model_dump(),
                 "cropflow:prediction": prediction.key,
+                "cropflow:prediction_fingerprint": meta["fingerprint"],
+                "cropflow:cube": meta.get("cube_identity"),
+                "cropflow:degraded_inputs": degraded,
             },
             description=f"Map products of prediction {prediction.key} "
-            f"({prediction.input_kind} model {prediction.model.uri}).",
+            f"({prediction.input_kind} model {model.uri})"
+            + (f"; DEGRADED cube, built without {len(degraded)} item(s)." if degraded else "."),
         )
 
     def published(p: Path) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -71,8 +71,11 @@ def swap_in(stage: Path, dest: Path) -> None:
 
 
 @contextmanager
-def staged(dest: Path) -> Iterator[Path]:
-    """An empty staging folder next to ``dest``, swapped in only if the block succeeds."""
+def staged(dest: Path, check: Callable[[], None] | None = None) -> Iterator[Path]:
+    """An empty staging folder next to ``dest``, swapped in only if the block succeeds.
+
+    ``check`` runs once the block is done, right before the swap: an exception it raises
+    leaves ``dest`` untouched (e.g. the input changed while the products were written)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     recover(dest)
@@ -80,6 +83,8 @@ def staged(dest: Path) -> Iterator[Path]:
     stage.chmod(0o755)  # mkdtemp makes it private; products are for everyone to read
     try:
         yield stage
+        if check is not None:
+            check()
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -59,6 +59,13 @@ def render_report(
         f"| time | {prediction.seconds:.1f} s on {', '.join(prediction.devices)} "
         f"({prediction.executor}, batch {prediction.batch_size}) |",
     ]
+    if prediction.cube_degraded:
+        lines += [
+            "",
+            f"**DEGRADED input**: the cube was built without {len(prediction.cube_degraded)} "
+            f"unreadable item(s) ({', '.join(prediction.cube_degraded[:5])}); the next run "
+            "retries them.",
+        ]
     if metrics:
         lines += ["", "## Model metrics", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import shapely
+from pyproj import Geod
 from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
@@ -38,6 +39,7 @@ _WGS84_NAMES = frozenset(
     }
 )
 _NUMBER_LIST = re.compile(r"^\s*\[?\s*([^\[\]]*?)\s*\]?\s*$")
+_GEOD = Geod(ellps="WGS84")
 _REPROJECT_HINT = "reproject it to WGS84 lon/lat, e.g. `ogr2ogr -t_srs EPSG:4326 out.geojson in`"
 
 
@@ -63,6 +65,60 @@ class AOI:
         """A short human description: the bbox, rounded."""
         return "bbox(" + ", ".join(f"{v:.5f}" for v in self.bbox) + ")"
 
+    def area_km2(self) -> float:
+        """The area on the WGS84 ellipsoid, in km²: exact for a lon/lat rectangle (a bbox,
+        whose edges are meridians and parallels), geodesic for other polygons (edges
+        densified to 0.25°)."""
+        if self.geometry.equals(box(*self.bbox)):
+            return _quadrangle_km2(*self.bbox)
+        dense = shapely.segmentize(self.geometry, max_segment_length=0.25)
+        area, _ = _GEOD.geometry_area_perimeter(dense)
+        return abs(float(area)) / 1e6
+
+    def swap_hint(self) -> str | None:
+        """For an AOI given as a bbox: "did you swap lon/lat?" with the swapped bbox, when
+        that is a valid bbox too (then either order could be meant); else None."""
+        if not self.from_bbox:
+            return None
+        return swapped_bbox_hint(self.bbox)
+
+
+def _quadrangle_km2(minx: float, miny: float, maxx: float, maxy: float) -> float:
+    """Area of the lon/lat rectangle on the WGS84 ellipsoid (through the authalic latitude)."""
+    a, f = 6378.137, 1 / 298.257223563
+    e2 = f * (2 - f)
+    e = math.sqrt(e2)
+
+    def q(lat: float) -> float:
+        s = math.sin(math.radians(lat))
+        return (1 - e2) * (s / (1 - e2 * s * s) - math.log((1 - e * s) / (1 + e * s)) / (2 * e))
+
+    return abs(a * a / 2 * math.radians(maxx - minx) * (q(maxy) - q(miny)))
+
+
+def _valid_lonlat(minx: float, miny: float, maxx: float, maxy: float) -> bool:
+    return (
+        -180.0 <= minx < maxx <= 180.0
+        and -90.0 <= miny < maxy <= 90.0
+        and all(math.isfinite(v) for v in (minx, miny, maxx, maxy))
+    )
+
+
+def swapped_bbox_hint(bbox: Sequence[float]) -> str | None:
+    """ "did you swap lon/lat? ..." when ``bbox`` read as lat,lon (swapped to lon,lat) is a
+    valid bbox; None otherwise."""
+    if len(bbox) != 4:
+        return None
+    minx, miny, maxx, maxy = (float(v) for v in bbox)
+    swapped = (miny, minx, maxy, maxx)
+    if swapped == (minx, miny, maxx, maxy) or not _valid_lonlat(*swapped):
+        return None
+    text = ",".join(f"{v:g}" for v in swapped)
+    return (
+        f"did you swap lon/lat? a bbox is min_lon,min_lat,max_lon,max_lat; read as lat/lon, "
+        f"yours is {text}"
+    )
+
 
 def _check_bbox(values: Sequence[float], source: str) -> BBox:
     if len(values) != 4:
@@ -80,9 +136,11 @@ def _check_bbox(values: Sequence[float], source: str) -> BBox:
             "(projected coordinates are not accepted)",
         )
     if not (-90.0 <= miny <= 90.0 and -90.0 <= maxy <= 90.0):
+        swap = swapped_bbox_hint((minx, miny, maxx, maxy))
         raise AOIError(
-            f"bbox {source!r}: latitudes must lie in [-90, 90]",
-            hint="give min_lon,min_lat,max_lon,max_lat (lon first, then lat)",
+            f"bbox {source!r}: latitudes must lie in [-90, 90]"
+            + (" (did you swap lon/lat?)" if swap else ""),
+            hint=swap or "give min_lon,min_lat,max_lon,max_lat (lon first, then lat)",
         )
     if minx >= maxx or miny >= maxy:
         raise AOIError(
@@ -183,10 +241,14 @@ def _from_geojson(obj: dict[str, Any], source: str) -> AOI:
     merged = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
     minx, miny, maxx, maxy = merged.bounds
     if not (minx >= -180.0 and maxx <= 180.0 and miny >= -90.0 and maxy <= 90.0):
+        swapped = miny >= -180.0 and maxy <= 180.0 and minx >= -90.0 and maxx <= 90.0
         raise AOIError(
             f"AOI {source} has coordinates outside lon/lat range "
-            f"(bounds {minx:.6g}, {miny:.6g}, {maxx:.6g}, {maxy:.6g})",
-            hint=_REPROJECT_HINT,
+            f"(bounds {minx:.6g}, {miny:.6g}, {maxx:.6g}, {maxy:.6g})"
+            + (" (did you swap lon/lat?)" if swapped else ""),
+            hint="GeoJSON positions are [lon, lat]: swap each position's two numbers"
+            if swapped
+            else _REPROJECT_HINT,
         )
     if merged.is_empty or merged.area <= 0:
         raise AOIError(f"AOI {source} has zero area", hint="give a polygon with an area")

@@ -413,9 +413,9 @@ class CollectionProfile(BaseModel):
             nodata = parse_nodata(spec.nodata)
         href = asset.get_absolute_href() or asset.href
         if self.sign_hrefs:
-            from cropflow.stac.signing import sign_href
+            from cropflow.stac.signing import unsigned
 
-            href = sign_href(href)
+            href = unsigned(href)  # signed afresh when read (tokens expire)
         return BandRule(
             band=band,
             asset_key=key,
@@ -427,6 +427,7 @@ class CollectionProfile(BaseModel):
             band_index=spec.band_index,
             kind=str(spec.kind),
             dtype=spec.dtype,
+            sign=self.sign,
         )
 
     def _check_dtype(

@@ -1,10 +1,14 @@
 """STAC item search: parameters, the search itself, dedupe, and the saved result.
 
 ``search(params)`` resolves the parameters (settings fill what is unset), checks them before
-any request, searches any STAC API with pystac-client (paging, retries with backoff on
-429/5xx/timeouts), keeps items under the cloud-cover limit, drops reprocessed duplicates and
-returns an ``ItemCollection`` sorted by time. ``save_search`` writes it atomically under
-``workdir/searches/<key>/`` and returns a small :class:`SearchResult` to pass on by reference.
+any request (on a remote API: an AOI of at most ``settings.stac.max_aoi_km2``), searches any
+STAC API with pystac-client (paging; each request retried at most ``max_retries`` times with
+backoff on 429/5xx/timeouts; every request counted, all of them within one deadline,
+``settings.stac.deadline_s``; at most ``settings.stac.max_items`` items), keeps items under the
+cloud-cover limit, drops reprocessed duplicates and returns an ``ItemCollection`` sorted by
+time. ``save_search`` writes it atomically under ``workdir/searches/<key>/`` and returns a
+small :class:`SearchResult` to pass on by reference. No credential of the API URL reaches a
+message, a log or a saved file (:mod:`cropflow.redact`).
 
 With no API URL anywhere (parameters, settings, provider), the local demo catalog
 (``settings.demo_dir / "stac"``) is served on 127.0.0.1 for the duration of the search.
@@ -15,10 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import statistics
-import uuid
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,14 +33,28 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import pystac
+import requests
 from pydantic import BaseModel, ConfigDict, Field
 from pystac_client import Client
 from pystac_client.conformance import ConformanceClasses
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
+from requests import PreparedRequest, Response
+from requests.adapters import HTTPAdapter
+from requests.exceptions import ChunkedEncodingError
+from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
-from cropflow.errors import ConfigError, DataError, EmptySearchError, ProviderError, StacError
+from cropflow.errors import (
+    AOIError,
+    ConfigError,
+    CropflowError,
+    DataError,
+    EmptySearchError,
+    ProviderError,
+    StacError,
+)
+from cropflow.redact import redact, redact_data, unsigned_href
 from cropflow.settings import StacSettings, get_settings
 from cropflow.stac.aoi import AOI, parse_aoi
 from cropflow.stac.metadata import (
@@ -49,6 +66,7 @@ from cropflow.stac.metadata import (
 )
 from cropflow.stac.profiles import CollectionProfile, get_profile
 from cropflow.stac.server import LocalStacServer
+from cropflow.storage import atomic_write, storage_errors
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +203,7 @@ def _check_url(url: str) -> str:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ConfigError(
-            f"STAC API URL {url!r} is not an http(s) URL",
+            f"STAC API URL {redact(url)!r} is not an http(s) URL",
             hint="give the API root, e.g. https://earth-search.aws.element84.com/v1",
         )
     return url.rstrip("/")
@@ -205,6 +223,27 @@ def _check_catalog(value: str) -> str:
 
 def _is_local(url: str | None) -> bool:
     return url is None or (urlparse(url).hostname or "") in _LOCAL_HOSTS
+
+
+def check_remote_aoi(aoi: AOI | None, api_url: str, stac: StacSettings) -> None:
+    """A remote API is searched only within an AOI of at most ``stac.max_aoi_km2`` (geodesic
+    area): ConfigError/AOIError before any request otherwise."""
+    shown = redact(api_url)
+    if aoi is None:
+        raise ConfigError(
+            f"no AOI given for the remote STAC API {shown}",
+            hint="give an AOI (GeoJSON file or bbox) so the search does not cover the world",
+        )
+    area = aoi.area_km2()
+    if area > stac.max_aoi_km2:
+        swap = aoi.swap_hint()
+        raise AOIError(
+            f"AOI {aoi.describe()} covers {area:,.0f} km², more than the {stac.max_aoi_km2:,.0f}"
+            f" km² searched on a remote STAC API ({shown}) at once",
+            hint=(f"{swap}; otherwise " if swap else "")
+            + "search a smaller area (split it into regions), or raise "
+            "CROPFLOW_STAC__MAX_AOI_KM2 to search this one on purpose",
+        )
 
 
 def resolve(params: SearchParams) -> ResolvedSearch:
@@ -236,11 +275,8 @@ def resolve(params: SearchParams) -> ResolvedSearch:
             "own YAML file, docs/DATA.md), or add the collection id to the profile",
         )
     aoi = parse_aoi(params.aoi) if params.aoi is not None else None
-    if aoi is None and not _is_local(api_url):
-        raise ConfigError(
-            f"no AOI given for the remote STAC API {api_url}",
-            hint="give an AOI (GeoJSON file or bbox) so the search does not cover the world",
-        )
+    if not _is_local(api_url):
+        check_remote_aoi(aoi, api_url or "", stac)
     return ResolvedSearch(
         api_url=api_url,
         catalog=catalog,
@@ -260,94 +296,211 @@ def resolve(params: SearchParams) -> ResolvedSearch:
 # --- Talking to the API ---------------------------------------------------------------------
 
 
-class BackoffRetry(Retry):
-    """urllib3 Retry whose first retry already waits: ``backoff_factor * 2**(n-1)`` seconds."""
+class SearchGaveUpError(StacError):
+    """A search used up its retries or its deadline.
 
-    def get_backoff_time(self) -> float:
-        n = 0
-        for entry in reversed(self.history):
-            if entry.redirect_location is not None:
-                break
-            n += 1
-        if n == 0:
-            return 0.0
-        return float(min(self.backoff_max, self.backoff_factor * 2 ** (n - 1)))
+    Not retried again as a whole (``retryable``): the HTTP layer already retried each request
+    within ``settings.stac.deadline_s``, and a task-level retry would multiply the requests and
+    the time the settings allow.
+    """
+
+    retryable = False
 
 
-def make_retry(stac: StacSettings) -> Retry:
-    """Retries on connection errors, timeouts and 429/5xx, for every HTTP method (POST search)."""
-    return BackoffRetry(
-        total=stac.max_retries,
-        connect=stac.max_retries,
-        read=stac.max_retries,
-        status=stac.max_retries,
-        other=0,
-        backoff_factor=stac.backoff_s,
-        status_forcelist=RETRY_STATUSES,
-        allowed_methods=None,
-        raise_on_status=False,
-        respect_retry_after_header=True,
-    )
+class SearchBudget:
+    """The HTTP requests and the time one search has used, against ``settings.stac``.
+
+    Every attempt is counted (retries and pages included); the deadline covers them all.
+    """
+
+    def __init__(self, stac: StacSettings) -> None:
+        self.stac = stac
+        self.started = time.monotonic()
+        self.requests = 0
+        self.deadline_hit = False
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def remaining_s(self) -> float:
+        return self.stac.deadline_s - self.elapsed_s
+
+    def describe(self) -> str:
+        """``N HTTP request(s) in S s`` for messages."""
+        return f"{self.requests} HTTP request(s) in {self.elapsed_s:.1f} s"
 
 
-def api_error(url: str, exc: APIError, stac: StacSettings, doing: str) -> StacError:
-    """A StacError for a failed request: which URL, what happened, what to change."""
+class _DeadlineReachedError(Exception):
+    """Raised in the HTTP layer when a search's deadline is reached (becomes an APIError)."""
+
+
+def _retry_after_s(response: Response) -> float:
+    """The server's Retry-After (seconds or an HTTP date) in seconds; 0 when absent."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return 0.0
+    try:
+        return max(0.0, float(Retry().parse_retry_after(value)))
+    except (ValueError, TypeError, InvalidHeader):
+        return 0.0
+
+
+class BudgetAdapter(HTTPAdapter):
+    """Sends each request with its retries, counting every attempt against a search's budget.
+
+    A request is tried at most ``max_retries + 1`` times: again after a connection error, a
+    timeout (connecting, or reading the headers or the body) or HTTP 429/5xx, after
+    ``backoff_s * 2**n`` seconds (or the server's Retry-After when longer). Each attempt's
+    timeout is ``timeout_s`` cut to the time left before the search's deadline; a retry whose
+    wait would pass the deadline is not made.
+    """
+
+    def __init__(self, budget: SearchBudget) -> None:
+        super().__init__(max_retries=0)
+        self.budget = budget
+
+    def _deadline(self) -> _DeadlineReachedError:
+        self.budget.deadline_hit = True
+        deadline = self.budget.stac.deadline_s
+        return _DeadlineReachedError(f"search deadline of {deadline:g} s reached")
+
+    def send(
+        self,
+        request: PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: dict[str, str] | None = None,
+    ) -> Response:
+        stac = self.budget.stac
+        attempt = 0
+        while True:
+            left = self.budget.remaining_s
+            if left <= 0:
+                raise self._deadline()
+            self.budget.requests += 1
+            try:
+                response = super().send(
+                    request,
+                    stream=stream,
+                    timeout=min(stac.timeout_s, left),
+                    verify=verify,
+                    cert=cert,
+                    proxies=proxies,
+                )
+                if not stream:
+                    _ = response.content  # the body too, within this attempt's timeout
+            except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError):
+                if self.budget.remaining_s <= 0:
+                    raise self._deadline() from None
+                if attempt >= stac.max_retries:
+                    raise
+                wait = stac.backoff_s * 2**attempt
+            else:
+                if response.status_code not in RETRY_STATUSES or attempt >= stac.max_retries:
+                    return response  # a final error status is reported by the caller
+                wait = max(stac.backoff_s * 2**attempt, _retry_after_s(response))
+                response.close()
+            if wait >= self.budget.remaining_s:
+                raise self._deadline()
+            time.sleep(wait)
+            attempt += 1
+
+
+def make_stac_io(stac: StacSettings, budget: SearchBudget) -> StacApiIO:
+    """pystac-client's IO with :class:`BudgetAdapter` for http(s) (retries, count, deadline)."""
+    stac_io = StacApiIO(timeout=stac.timeout_s, max_retries=None)
+    adapter = BudgetAdapter(budget)
+    stac_io.session.mount("http://", adapter)
+    stac_io.session.mount("https://", adapter)
+    return stac_io
+
+
+def api_error(
+    url: str, exc: APIError, stac: StacSettings, doing: str, budget: SearchBudget | None = None
+) -> StacError:
+    """A StacError for a failed request: which URL, what happened, how many requests and how
+    long it took, what to change. URLs are redacted (no credential in any message)."""
+    shown = redact(url)
+    used = f"; {budget.describe()}" if budget is not None else ""
+    if budget is not None and budget.deadline_hit:
+        return SearchGaveUpError(
+            f"STAC API {shown} did not finish within the search deadline of "
+            f"{stac.deadline_s:g} s while {doing}: gave up after {budget.describe()} (up to "
+            f"{stac.max_retries} retries per request, timeout {stac.timeout_s:g} s each)",
+            hint="the API is hanging or very slow: try again later, or raise "
+            "CROPFLOW_STAC__DEADLINE_S (and CROPFLOW_STAC__TIMEOUT_S)",
+        )
     status: int | None = getattr(exc, "status_code", None)
     if status in RETRY_STATUSES:
-        return StacError(
-            f"STAC API {url} answered HTTP {status} while {doing}, still after "
-            f"{stac.max_retries} retries: {_short(exc)}",
+        return SearchGaveUpError(
+            f"STAC API {shown} answered HTTP {status} while {doing}, still after "
+            f"{stac.max_retries} retries{used}: {_short(exc)}",
             hint="the service is failing or rate-limiting: try again later, or raise "
             "CROPFLOW_STAC__MAX_RETRIES / CROPFLOW_STAC__BACKOFF_S",
         )
     if status is not None:
         return StacError(
-            f"STAC API {url} answered HTTP {status} while {doing}: {_short(exc)}",
+            f"STAC API {shown} answered HTTP {status} while {doing}: {_short(exc)}",
             hint="check the search parameters against the API's message",
         )
-    return StacError(
-        f"STAC API {url} could not be reached while {doing} ({stac.max_retries} retries, "
-        f"timeout {stac.timeout_s:g} s): {_short(exc)}",
+    return SearchGaveUpError(
+        f"STAC API {shown} could not be reached while {doing} ({stac.max_retries} retries, "
+        f"timeout {stac.timeout_s:g} s{used}): {_short(exc)}",
         hint="check the URL and the network, or raise CROPFLOW_STAC__TIMEOUT_S",
     )
 
 
-def open_client(url: str, stac: StacSettings) -> Client:
+def open_client(url: str, stac: StacSettings, budget: SearchBudget | None = None) -> Client:
     """Open a STAC API root with retries and a timeout; StacError if it is not one."""
-    stac_io = StacApiIO(timeout=stac.timeout_s, max_retries=make_retry(stac))
+    budget = budget or SearchBudget(stac)
+    stac_io = make_stac_io(stac, budget)
+    shown = redact(url)
     hint = "check the URL: it must be the root of a STAC API (the page listing conformsTo)"
     try:
         client = Client.open(url, stac_io=stac_io, timeout=stac.timeout_s)
     except APIError as exc:
-        raise api_error(url, exc, stac, "reading its root") from None
+        raise api_error(url, exc, stac, "reading its root", budget) from None
     except (ValueError, TypeError, KeyError, pystac.STACError, pystac.STACTypeError) as exc:
         raise StacError(
-            f"{url} is not a STAC API: its root is not a STAC catalog ({_short(exc)})", hint=hint
+            f"{shown} is not a STAC API: its root is not a STAC catalog ({_short(exc)})",
+            hint=hint,
         ) from None
     if not client.conforms_to(ConformanceClasses.ITEM_SEARCH):
         raise StacError(
-            f"{url} is not a STAC API with item search (no item-search conformance class)",
+            f"{shown} is not a STAC API with item search (no item-search conformance class)",
             hint=hint,
         )
     return client
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
+    """An exception's text on one line, redacted and cut to ``limit`` characters."""
+    text = redact(" ".join(str(exc).split()))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def check_collections(client: Client, url: str, wanted: Sequence[str], stac: StacSettings) -> None:
+def check_collections(
+    client: Client,
+    url: str,
+    wanted: Sequence[str],
+    stac: StacSettings,
+    budget: SearchBudget | None = None,
+) -> None:
     """ProviderError naming the server's collections if one of ``wanted`` is not there."""
     try:
         available = sorted(c.id for c in client.get_collections())
     except APIError as exc:
-        raise api_error(url, exc, stac, "listing its collections") from None
+        raise api_error(url, exc, stac, "listing its collections", budget) from None
     missing = [c for c in wanted if c not in available]
     if missing:
         shown = ", ".join(available[:40]) + (" ..." if len(available) > 40 else "")
         raise ProviderError(
-            f"unknown collection(s) {', '.join(missing)} at {url}; it has: {shown or 'none'}",
+            f"unknown collection(s) {', '.join(missing)} at {redact(url)}; it has: "
+            f"{shown or 'none'}",
             hint="pick one of the server's collections",
         )
 
@@ -366,7 +519,8 @@ def build_search_kwargs(
     """
     if r.filter is not None and not supports_filter:
         raise StacError(
-            f"STAC API {url or r.api_url} does not support CQL2 filters (no item-search#filter "
+            f"STAC API {redact(url or r.api_url or '')} does not support CQL2 filters (no "
+            "item-search#filter "
             "conformance class), so the filter was not sent",
             hint="drop the filter (use collections/datetime/AOI/max_cloud_cover) or use an API "
             "that supports the Filter extension",
@@ -419,10 +573,31 @@ def api_root(r: ResolvedSearch) -> Iterator[str]:
         yield server.url
 
 
+def _too_many(r: ResolvedSearch, url: str, limit: int, budget: SearchBudget | None) -> ConfigError:
+    used = f" after {budget.describe()}" if budget is not None else ""
+    return ConfigError(
+        f"the search at {redact(url)} matches more than {limit} items ({r.describe()}); "
+        f"stopped{used}",
+        hint="narrow it: a smaller AOI, a shorter datetime interval, a lower max_cloud_cover or "
+        "fewer collections; or set the search's max_items to take only the first N; or raise "
+        "CROPFLOW_STAC__MAX_ITEMS",
+    )
+
+
 def _fetch(
-    client: Client, kwargs: dict[str, Any], url: str, stac: StacSettings
+    client: Client,
+    kwargs: dict[str, Any],
+    url: str,
+    stac: StacSettings,
+    budget: SearchBudget | None = None,
+    r: ResolvedSearch | None = None,
 ) -> tuple[list[pystac.Item], int]:
-    """All items of all pages; the count of repeated ids (dropped) too."""
+    """All items of all pages; the count of repeated ids (dropped) too.
+
+    Unless the search caps its own items (``max_items``), more than ``settings.stac.max_items``
+    distinct items stop it (ConfigError), before the next page is fetched.
+    """
+    limit = stac.max_items if r is not None and r.max_items is None else None
     seen: set[str] = set()
     items: list[pystac.Item] = []
     repeated = 0
@@ -433,10 +608,12 @@ def _fetch(
                 continue
             seen.add(item.id)
             items.append(item)
+            if limit is not None and r is not None and len(items) > limit:
+                raise _too_many(r, url, limit, budget)
     except APIError as exc:
-        raise api_error(url, exc, stac, "searching") from None
+        raise api_error(url, exc, stac, "searching", budget) from None
     if repeated:
-        log.warning("STAC API %s returned %d item(s) twice while paging", url, repeated)
+        log.warning("STAC API %s returned %d item(s) twice while paging", redact(url), repeated)
     return items, repeated
 
 
@@ -505,29 +682,36 @@ def search(params: SearchParams) -> pystac.ItemCollection:
     """
     r = resolve(params)
     with api_root(r) as url:
-        client = open_client(url, r.stac)
-        check_collections(client, url, r.collections, r.stac)
+        budget = SearchBudget(r.stac)  # the deadline starts once a local server is up
+        client = open_client(url, r.stac, budget)
+        check_collections(client, url, r.collections, r.stac, budget)
         kwargs = build_search_kwargs(
             r,
             supports_filter=client.conforms_to(ConformanceClasses.FILTER),
             supports_query=client.conforms_to(ConformanceClasses.QUERY),
             url=url,
         )
-        found, repeated = _fetch(client, kwargs, url, r.stac)
+        found, repeated = _fetch(client, kwargs, url, r.stac, budget, r)
+    log.info("STAC search at %s: %d item(s), %s", redact(url), len(found), budget.describe())
     clear = within_cloud_limit(found, r.max_cloud_cover)
     kept, dropped = dedupe_items(clear) if r.dedupe else (clear, [])
     if not kept:
         cloudy = len(found) - len(clear)
         more = f" ({cloudy} item(s) over the cloud-cover limit)" if cloudy else ""
-        where = r.api_url or r.catalog or "the local demo catalog"
+        where = redact(r.api_url or r.catalog or "the local demo catalog")
+        swap = r.aoi.swap_hint() if r.aoi is not None and not found else None
         raise EmptySearchError(
             f"no items at {where} for {r.describe()}{more}",
-            hint="widen the dates or the AOI, raise max_cloud_cover, or check that the "
+            hint=(f"{swap}; otherwise " if swap else "")
+            + "widen the dates or the AOI, raise max_cloud_cover, or check that the "
             "collection covers the AOI",
         )
     kept.sort(key=_order)
     provenance = {
-        "api_url": r.api_url or (f"catalog:{r.catalog}" if r.catalog else "local-demo"),
+        "api_url": redact(r.api_url)
+        if r.api_url
+        else (f"catalog:{r.catalog}" if r.catalog else "local-demo"),
+        "http_requests": budget.requests,
         "provider": r.profile.reference,
         "collections": r.collections,
         "aoi": r.aoi.geojson() if r.aoi else None,
@@ -626,7 +810,7 @@ def summarize(items: pystac.ItemCollection) -> SearchSummary:
     collections = prov.get("collections") or sorted({r.collection for r in rows if r.collection})
     return SearchSummary(
         provider=str(prov.get("provider", "unknown")),
-        api_url=str(prov.get("api_url", "unknown")),
+        api_url=redact(str(prov.get("api_url", "unknown"))),
         n_items=len(rows),
         collections=list(collections),
         dates=sorted({r.datetime[:10] for r in rows if r.datetime}),
@@ -680,16 +864,35 @@ def search_key(items: pystac.ItemCollection, params: SearchParams) -> str:
     return f"{provider}-{digest[:12]}"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def saved_items_dict(items: pystac.ItemCollection) -> dict[str, Any]:
+    """The ItemCollection as saved: no credential in it.
+
+    Links (``root`` is the API URL as given, with its userinfo or token) are saved unsigned
+    (:func:`~cropflow.redact.unsigned_href`); so are the asset hrefs of a collection profile
+    that signs hrefs (e.g. Planetary Computer), which every read signs afresh. The provenance
+    block is redacted. Asset hrefs of other profiles are saved as the API gave them.
+    """
+    data = items.to_dict(transform_hrefs=False)
+    prov = data.get(PROVENANCE_KEY)
+    signs = False
+    if isinstance(prov, dict):
+        data[PROVENANCE_KEY] = redact_data(prov)
+        try:
+            signs = get_profile(str(prov.get("provider"))).sign_hrefs
+        except CropflowError:
+            signs = False
+    for feature in data.get("features", []):
+        for link in feature.get("links", []):
+            if isinstance(link.get("href"), str):
+                link["href"] = unsigned_href(link["href"])
+        if signs:
+            for asset in (feature.get("assets") or {}).values():
+                if isinstance(asset.get("href"), str):
+                    asset["href"] = unsigned_href(asset["href"])
+    for link in data.get("links", []) or []:
+        if isinstance(link.get("href"), str):
+            link["href"] = unsigned_href(link["href"])
+    return data
 
 
 def save_search(
@@ -703,9 +906,10 @@ def save_search(
     root = Path(workdir) if workdir is not None else get_settings().workdir
     key = search_key(items, params)
     out_dir = (root / "searches" / key).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    items_path = out_dir / "items.json"
-    _write_atomic(items_path, json.dumps(items.to_dict(transform_hrefs=False)))
+    with storage_errors(out_dir.parent, "saving the search"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        items_path = out_dir / "items.json"
+        atomic_write(items_path, json.dumps(saved_items_dict(items)))
     prov = items.extra_fields.get(PROVENANCE_KEY) or {}
     result = SearchResult(
         key=key,
@@ -714,7 +918,8 @@ def save_search(
         n_items=len(items),
         summary=summarize(items),
     )
-    _write_atomic(out_dir / "search.json", result.model_dump_json(indent=2))
+    with storage_errors(out_dir.parent, "saving the search"):
+        atomic_write(out_dir / "search.json", result.model_dump_json(indent=2))
     return result
 
 

@@ -1,6 +1,8 @@
 """Signing asset hrefs for providers that need it (Planetary Computer SAS tokens).
 
-A profile with ``sign: planetary-computer`` passes every href through :func:`sign_href`.
+A profile with ``sign: planetary-computer`` keeps hrefs unsigned (:func:`unsigned`): plans,
+cache keys and saved files hold no token; every read signs its href afresh
+(:func:`readable_href`), so a build resumed after the token expired still reads.
 """
 
 from __future__ import annotations
@@ -54,3 +56,22 @@ def sign_href(href: str) -> str:
         ) from None
     signed: str = token.sign(href).href
     return signed
+
+
+_SAS_PARAMS = ("st", "se", "sp", "sv", "sr", "sig", "skoid", "sktid", "skt", "ske", "sks", "skv")
+
+
+def unsigned(href: str) -> str:
+    """``href`` without a SAS signature in its query string (other hrefs unchanged)."""
+    parsed = urlparse(href)
+    if not parsed.query or not parsed.netloc.endswith(_BLOB_DOMAIN):
+        return href
+    kept = [
+        part for part in parsed.query.split("&") if part.split("=", 1)[0].lower() not in _SAS_PARAMS
+    ]
+    return parsed._replace(query="&".join(kept)).geturl()
+
+
+def readable_href(href: str, sign: str = "none") -> str:
+    """The href to open now: signed afresh for ``sign == "planetary-computer"``."""
+    return sign_href(href) if sign == "planetary-computer" else href

@@ -13,10 +13,11 @@ models with :func:`load_model`.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from pydantic import BaseModel, Field
 
 from cropflow.classes import ClassMap
 from cropflow.errors import ConfigError
+from cropflow.redact import redact, redact_data
 from cropflow.settings import get_settings
 from models.base import CropflowModel
 from models.contract import InputContract
@@ -53,9 +55,13 @@ class MlflowTarget:
     """Where runs and models go."""
 
     tracking_uri: str
+    """The tracking URI with any credential masked (``http://***@host``): for messages,
+    results and reports. Connect with ``connect_uri``."""
     experiment_id: str
     registered_model: str
     client: MlflowClient
+    connect_uri: str = field(default="", repr=False)
+    """The tracking URI as configured, credentials included; never shown or stored."""
 
 
 def _artifact_location(tracking_uri: str) -> str | None:
@@ -73,6 +79,10 @@ def mlflow_target(registered_model: str | None = None) -> MlflowTarget:
     ``registered_model``: the registered model aliases refer to (None: the settings')."""
     settings = get_settings()
     uri = settings.mlflow_tracking_uri
+    shown = redact(uri)
+    if shown != uri:
+        # MLflow prints "View run ... at: <tracking URI>/#/..." to stdout, credentials included.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     location = _artifact_location(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -92,11 +102,17 @@ def mlflow_target(registered_model: str | None = None) -> MlflowTarget:
             exp_id = exp.experiment_id
     except MlflowException as exc:
         raise ConfigError(
-            f"MLflow tracking store {uri} is not usable: {exc.message}",
+            f"MLflow tracking store {shown} is not usable: {redact(str(exc.message))}",
             hint="set CROPFLOW_MLFLOW__TRACKING_URI to a reachable server or a writable "
             "sqlite:/// path",
-        ) from exc
-    return MlflowTarget(uri, exp_id, registered_model or settings.mlflow.registered_model, client)
+        ) from None  # MLflow's own message repeats the URI, credentials included
+    return MlflowTarget(
+        tracking_uri=shown,
+        experiment_id=exp_id,
+        registered_model=registered_model or settings.mlflow.registered_model,
+        client=client,
+        connect_uri=uri,
+    )
 
 
 def model_signature(contract: InputContract) -> ModelSignature:
@@ -168,11 +184,12 @@ class RunLogger:
                 return cls(target, run_id)
             except MlflowException:
                 pass
-        run = client.create_run(target.experiment_id, run_name=run_name, tags=tags)
+        clean = {k: redact(v) for k, v in tags.items()}
+        run = client.create_run(target.experiment_id, run_name=run_name, tags=clean)
         return cls(target, run.info.run_id)
 
     def log_params(self, params: Mapping[str, str]) -> None:
-        items = [Param(k, v[:6000]) for k, v in params.items()]
+        items = [Param(k, redact(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.target.client.log_batch(self.run_id, params=items[i : i + 100])
 
@@ -183,10 +200,10 @@ class RunLogger:
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for k, v in tags.items():
-            self.target.client.set_tag(self.run_id, k, v)
+            self.target.client.set_tag(self.run_id, k, redact(v))
 
     def log_dict(self, d: Mapping[str, Any], path: str) -> None:
-        self.target.client.log_dict(self.run_id, dict(d), path)
+        self.target.client.log_dict(self.run_id, redact_data(dict(d)), path)
 
     def log_dir(self, local_dir: Path, artifact_path: str | None = None) -> None:
         self.target.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
@@ -271,16 +288,19 @@ def load_model(
         with tempfile.TemporaryDirectory(prefix="cropflow-load-") as tmp:
             local = Path(
                 mlflow.artifacts.download_artifacts(
-                    artifact_uri=uri, dst_path=tmp, tracking_uri=target.tracking_uri
+                    artifact_uri=uri,
+                    dst_path=tmp,
+                    tracking_uri=target.connect_uri or target.tracking_uri,
                 )
             )
             model = load_model_dir(local / "artifacts" / MODEL_ARTIFACT, device)
     except MlflowException as exc:
         raise ConfigError(
-            f"cannot load model {alias_or_uri!r} ({uri}) from {target.tracking_uri}: {exc.message}",
+            f"cannot load model {alias_or_uri!r} ({uri}) from {target.tracking_uri}: "
+            f"{redact(str(exc.message))}",
             hint=f"train and register a model first (it becomes {CHAMPION!r} or "
             f"{CHALLENGER!r} of {target.registered_model!r}), or give an existing URI",
-        ) from exc
+        ) from None
     return LoadedModel(
         model=model,
         contract=model.contract,
@@ -318,10 +338,10 @@ def pin_model(alias_or_uri: str | None = None, registered_model: str | None = No
     except MlflowException as exc:
         raise ConfigError(
             f"no version of model {name!r} has alias {alias!r} in {target.tracking_uri} "
-            f"({exc.message})",
+            f"({redact(str(exc.message))})",
             hint="train and register a model first (`cropflow train`, or the retrain flow), "
             "or name an existing version (models:/<name>/<version>)",
-        ) from exc
+        ) from None
     return PinnedModel(
         uri=f"models:/{name}/{mv.version}", alias=alias, version=str(mv.version), run_id=mv.run_id
     )
