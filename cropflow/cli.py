@@ -6,6 +6,8 @@ Errors that the user can fix are printed as one line and exit with status 2.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -22,6 +24,7 @@ from cropflow.cube import CubeParams
 from cropflow.errors import ConfigError, CropflowError
 from cropflow.labels import TrainingSetParams
 from cropflow.predict import PredictParams
+from cropflow.prefect_api import prefect_api
 from cropflow.redact import find_credentials, install_log_redaction
 from cropflow.settings import get_settings
 from cropflow.stac.search import SearchParams
@@ -38,6 +41,44 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 install_log_redaction()  # nothing this process logs shows a credential
+
+
+def _debug() -> bool:
+    return os.environ.get("CROPFLOW_DEBUG", "").strip().lower() in ("1", "true", "yes")
+
+
+def quiet_known_errors() -> None:
+    """Log records of errors the user can fix (CropflowError) and of interrupts carry no
+    traceback (Prefect logs one for every failed task and flow run): the command prints one
+    line instead. ``--debug`` / ``CROPFLOW_DEBUG=1`` keeps them."""
+    if _debug():
+        return
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_cropflow_quiet", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, CropflowError | KeyboardInterrupt):
+            record.exc_info, record.exc_text = None, None
+        return record
+
+    factory._cropflow_quiet = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+@app.callback()
+def _main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks (also CROPFLOW_DEBUG=1).")
+    ] = False,
+) -> None:
+    """Crop-type, cropland and land-cover maps from satellite image time series."""
+    if debug:
+        os.environ["CROPFLOW_DEBUG"] = "1"
+    quiet_known_errors()
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=BaseModel)
@@ -62,16 +103,35 @@ def no_credentials(run: Callable[[M], None]) -> Callable[[M], None]:
     return guarded
 
 
+def _fail(exc: CropflowError) -> None:
+    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
 def friendly_errors(func: F) -> F:
-    """Print a CropflowError as one line (what was wrong, how to fix it) and exit 2."""
+    """Print a CropflowError (or a full disk, read-only folder, denied write) as one line
+    (what was wrong, how to fix it) and exit 2; Ctrl-C or SIGTERM: one line, exit 130."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from cropflow.prefect_api import interruptible
+        from cropflow.storage import storage_error
+
         try:
-            return func(*args, **kwargs)
+            with interruptible():
+                return func(*args, **kwargs)
         except CropflowError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            sys.exit(2)
+            if _debug():
+                console.print_exception()
+            _fail(exc)
+        except KeyboardInterrupt:
+            console.print("[bold yellow]interrupted[/]: the run was stopped", highlight=False)
+            sys.exit(130)
+        except Exception as exc:
+            translated = storage_error(exc, get_settings().workdir, "running the command")
+            if translated is None:
+                raise
+            _fail(translated)
 
     return wrapper  # type: ignore[return-value]
 
@@ -90,7 +150,8 @@ app.add_typer(profiles_app, name="profiles")
 def _run_demo(params: DemoParams) -> None:
     from flows.demo import demo
 
-    summary = demo(params)
+    with prefect_api():
+        summary = demo(params)
     console.print("[bold green]demo finished[/]; outputs:")
     typer.echo(summary.to_text())
 
@@ -106,8 +167,8 @@ def _run_search(params: SearchParams) -> None:
     from flows.search import search_flow
 
     resolve(params)  # bad parameters fail here, before Prefect starts
-
-    result = search_flow(params)
+    with prefect_api():
+        result = search_flow(params)
     typer.echo(result.summary.to_markdown())
     typer.echo(f"items: {result.uri}")
 
@@ -136,7 +197,9 @@ class CubeRequest(BaseModel):
 
     search: str = Field(description="The saved search (SearchResult.uri, an items.json).")
     provider: str | None = Field(
-        None, description="Provider profile of the items (unset: the one saved with the search)."
+        None,
+        description="Collection profile of the items, a name or a YAML path (unset: the one "
+        "saved with the search).",
     )
     out: str | None = Field(None, description="Zarr path (unset: <workdir>/cubes/<key>.zarr).")
     cube: CubeParams = Field(default_factory=CubeParams, description="Datacube options (JSON).")
@@ -145,7 +208,8 @@ class CubeRequest(BaseModel):
 def _run_cube(req: CubeRequest) -> None:
     from flows.cube import run_build_cube
 
-    ref = run_build_cube(req.search, req.provider, req.cube, req.out)
+    with prefect_api():
+        ref = run_build_cube(req.search, req.provider, req.cube, req.out)
     typer.echo(ref.to_markdown())
     typer.echo(f"cube: {ref.uri}")
 
@@ -153,7 +217,8 @@ def _run_cube(req: CubeRequest) -> None:
 def _run_training_set(params: TrainingSetParams) -> None:
     from flows.training_set import build_training_set_flow
 
-    summary = build_training_set_flow(params)
+    with prefect_api():
+        summary = build_training_set_flow(params)
     typer.echo(summary.markdown())
     typer.echo(f"training set: {summary.uri}")
 
@@ -168,7 +233,8 @@ def _run_train(params: TrainParams) -> None:
 def _run_predict(params: PredictParams) -> None:
     from cropflow.predict.command import run_predict
 
-    run_predict(params)
+    with prefect_api():
+        run_predict(params)
 
 
 params_command(

@@ -1098,4 +1098,7 @@ def run_flow(
             from cropflow.regions import as_region
 
             as_region(region)
-    return flow(**validated)
+    from cropflow.prefect_api import prefect_api
+
+    with prefect_api():
+        return flow(**validated)

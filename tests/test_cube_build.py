@@ -190,6 +190,7 @@ def test_missing_band_is_refused_before_any_read(scene: Scene, reads: Counter[st
     assert sum(reads.values()) == 0
 
 
+@pytest.mark.faults
 def test_missing_and_corrupt_cogs_are_skipped_and_recorded(
     client: Client, tmp_path: Path, reads: Counter[str]
 ) -> None:
@@ -224,6 +225,7 @@ def test_missing_and_corrupt_cogs_are_skipped_and_recorded(
     )
 
 
+@pytest.mark.faults
 def test_a_degraded_cube_is_repaired_by_the_rerun_once_its_items_read(
     client: Client, tmp_path: Path, reads: Counter[str]
 ) -> None:
@@ -269,6 +271,7 @@ def test_a_degraded_cube_is_repaired_by_the_rerun_once_its_items_read(
     assert write_cube(replan, out, client=client).regions_written == 0
 
 
+@pytest.mark.faults
 def test_a_degraded_cube_rewrites_only_the_regions_of_its_missing_items(
     client: Client, tmp_path: Path
 ) -> None:
@@ -406,6 +409,7 @@ if __name__ == "__main__":
 
 
 @pytest.mark.slow
+@pytest.mark.faults
 def test_killed_build_resumes_without_rewriting_finished_regions(
     scene: Scene, client: Client, tmp_path: Path
 ) -> None:

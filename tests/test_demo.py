@@ -209,6 +209,7 @@ def test_same_seed_gives_identical_files_other_seed_differs(tmp_path: Path) -> N
     assert sum(changed[k] != hashes[k] for k in cogs) > 0.9 * len(cogs)
 
 
+@pytest.mark.faults
 def test_a_killed_generation_leaves_no_region(tmp_path: Path) -> None:
     out = tmp_path / "region"
     code = (

@@ -137,3 +137,33 @@ def test_a_read_only_folder_keeps_the_previous_products(tmp_path: Path) -> None:
         assert {p.name: p.read_bytes() for p in dest.iterdir() if p.is_file()} == before
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_under_a_command_is_one_line_and_exit_2(
+    small_disk: Path, tmp_path: Path, fixtures_dir: Path
+) -> None:
+    """The CLI: one line naming the folder and the fix, no traceback."""
+    import os
+    import sys
+
+    _fill(small_disk, leave=0)
+    env = {
+        **os.environ,
+        "CROPFLOW_WORKDIR": str(small_disk / "work"),
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+    }
+    env.pop("PREFECT_API_URL", None)
+    (tmp_path / "prefect-home").mkdir()
+    catalog = fixtures_dir / "stac" / "site2-2020_jun_jul-35MNM.geojson"
+    cli = str(Path(sys.executable).parent / "cropflow")
+    done = subprocess.run(
+        [cli, "search", "--catalog", str(catalog), "--provider", "planetary-computer"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "no space left" in lines[0] and str(small_disk) in lines[0]
+    assert "Traceback" not in done.stderr

@@ -269,6 +269,7 @@ def test_two_remaps_of_one_region_run_one_after_the_other(real: RealStack) -> No
     FIGURES["second_remap_waited_s"] = b[0] - a[0]
 
 
+@pytest.mark.faults
 def test_killed_remap_rerun_reuses_the_finished_stages(real: RealStack) -> None:
     products = real.settings.workdir / "products" / "demo"
     before = {p.name: _sha(p) for p in products.iterdir() if p.is_file()}

@@ -362,6 +362,7 @@ def test_two_remaps_of_one_region_never_overlap(deployed: OpsStack) -> None:
     FIGURES["max_lock_wait_s"] = max(waits)
 
 
+@pytest.mark.faults
 def test_killed_worker_then_rerun_reuses_cached_stages(deployed: OpsStack) -> None:
     ops = deployed
     block = standin_dir() / "block"

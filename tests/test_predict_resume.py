@@ -50,6 +50,7 @@ def _one_store(folder: Path) -> Path:
     return stores[0] if stores else folder / "not-yet.zarr"
 
 
+@pytest.mark.faults
 def test_killed_prediction_resumes_with_only_the_missing_tiles(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     data = {b: smooth_noise((T, 80, 96), rng) for b in BANDS}

@@ -302,3 +302,58 @@ def test_recover_after_a_crash_between_the_two_renames(
     assert _digest(dest) == before
     assert not previous_path(dest).exists() and not stale.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["region"]
+
+
+KILLED_PUBLISH = """
+import sys, time
+from pathlib import Path
+import cropflow.products.build as build
+from cropflow.predict import PredictionResult
+
+prediction = PredictionResult.model_validate_json(Path(sys.argv[1]).read_text())
+real = build.write_quicklook
+
+def slow(*args, **kwargs):
+    out = real(*args, **kwargs)
+    Path(sys.argv[3]).touch()  # staged files written: the test kills us now
+    time.sleep(60)
+    return out
+
+build.write_quicklook = slow
+build.build_products(prediction, Path(sys.argv[2]))
+"""
+
+
+@pytest.mark.faults
+def test_a_publish_killed_midway_keeps_the_previous_products(
+    prediction: PredictionResult, products: ProductsResult, tmp_path: Path
+) -> None:
+    """SIGKILL while the products are being written: the published folder is unchanged, and
+    the next publish clears what the dead one left."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    dest = tmp_path / "region"
+    shutil.copytree(products.directory, dest)
+    before = _digest(dest)
+    record, staged = tmp_path / "prediction.json", tmp_path / "staged"
+    record.write_text(prediction.model_dump_json())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_PUBLISH, str(record), str(dest), str(staged)],
+        env=os.environ.copy(),
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not staged.exists():
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.monotonic() < deadline, "the publish never staged its files"
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no clean-up of any kind runs
+    proc.wait()
+    assert _digest(dest) == before
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".region.staging-")]
+    build_products(prediction, dest)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".region")]
+    assert leftovers == [], "the dead publish's staging folder was removed"

@@ -41,6 +41,7 @@ def _stac_model(products: dict[str, str]) -> dict[str, object]:
 
 
 @pytest.mark.slow
+@pytest.mark.faults
 def test_a_map_never_holds_another_models_pixels_than_it_names(
     prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -89,6 +90,7 @@ def test_a_map_never_holds_another_models_pixels_than_it_names(
     assert _stac_model(second.products)["version"] == "2"
 
 
+@pytest.mark.faults
 def test_products_are_built_only_from_the_store_the_run_asked_for(tmp_path: Path) -> None:
     """A store whose record is not the run's is refused before writing and again right before
     publishing; the previous products stay as they were."""

@@ -81,6 +81,7 @@ def hanging_api() -> Iterator[tuple[str, list[float]]]:
 # --- Retries and the deadline ---------------------------------------------------------------
 
 
+@pytest.mark.faults
 def test_max_retries_4_means_at_most_5_requests_and_the_message_counts_them(
     site2_api: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -95,6 +96,7 @@ def test_max_retries_4_means_at_most_5_requests_and_the_message_counts_them(
     assert err.value.retryable is False
 
 
+@pytest.mark.faults
 def test_retries_are_per_request_and_the_search_counts_every_request(
     site2_api: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -112,6 +114,7 @@ def test_retries_are_per_request_and_the_search_counts_every_request(
     assert f"{len(proxy.log)} HTTP request(s)" in str(err.value), (str(err.value), proxy.log)
 
 
+@pytest.mark.faults
 def test_a_hanging_api_fails_within_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Timeout 30 s and 4 retries per request, but the search has 1.5 s in all."""
     deadline = 1.5
@@ -148,6 +151,7 @@ def test_the_deadline_covers_every_page(site2_api: str, monkeypatch: pytest.Monk
     assert f"{len(proxy.log)} HTTP request(s)" in str(err.value), (str(err.value), proxy.log)
 
 
+@pytest.mark.faults
 def test_a_search_that_gave_up_is_not_retried_by_its_task(
     prefect_harness: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

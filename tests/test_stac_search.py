@@ -334,6 +334,7 @@ def test_cloud_limit_goes_to_the_server_when_it_can_filter() -> None:
 # --- Retries --------------------------------------------------------------------------------
 
 
+@pytest.mark.faults
 def test_retries_with_backoff_then_success(
     site2_api: str, site2: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -366,6 +367,7 @@ def test_retries_with_backoff_then_success(
     assert len(pages) >= 4, "13 items in pages of 5, one page retried"
 
 
+@pytest.mark.faults
 def test_gives_up_after_max_retries(site2_api: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CROPFLOW_STAC__MAX_RETRIES", "3")
     monkeypatch.setenv("CROPFLOW_STAC__BACKOFF_S", "0.02")

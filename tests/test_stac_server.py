@@ -260,6 +260,7 @@ def test_cli_serves_any_source_and_stops_cleanly(
     _assert_all_gone(port)
 
 
+@pytest.mark.faults
 def test_cli_sigkill_leaves_no_rustac_behind(catalog: tuple[Path, Path], tmp_path: Path) -> None:
     """Even SIGKILL of ``cropflow stac serve`` (a folder: collection.json + items.json) stops
     its rustac child (parent-death signal), so the port is freed."""
