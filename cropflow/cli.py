@@ -12,26 +12,24 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, Field
 from rich.console import Console
 
-from cropflow import stack
+from cropflow.chain import DemoParams
 from cropflow.cli_params import params_command
 from cropflow.cube import CubeParams
 from cropflow.errors import ConfigError, CropflowError
 from cropflow.labels import TrainingSetParams
+from cropflow.orchestration import stack
+from cropflow.orchestration.api import prefect_api
 from cropflow.predict import PredictParams
-from cropflow.prefect_api import prefect_api
 from cropflow.redact import find_credentials, install_log_redaction
 from cropflow.settings import get_settings
-from cropflow.stac.search import SearchParams
+from cropflow.stac.params import SearchParams
 from cropflow.train import TrainParams
-
-if TYPE_CHECKING:
-    from flows.demo import DemoParams
 
 app = typer.Typer(
     name="cropflow",
@@ -114,7 +112,7 @@ def friendly_errors(func: F) -> F:
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from cropflow.prefect_api import interruptible
+        from cropflow.orchestration.api import interruptible
         from cropflow.storage import storage_error
 
         try:
@@ -156,12 +154,6 @@ def _run_demo(params: DemoParams) -> None:
     typer.echo(summary.to_text())
 
 
-def _demo_params() -> type[DemoParams]:
-    from flows.demo import DemoParams
-
-    return DemoParams
-
-
 def _run_search(params: SearchParams) -> None:
     from cropflow.stac.search import resolve
     from flows.search import search_flow
@@ -176,7 +168,7 @@ def _run_search(params: SearchParams) -> None:
 params_command(
     app,
     "demo",
-    _demo_params(),
+    DemoParams,
     no_credentials(_run_demo),
     "The main job on the embedded default: generate the demo region, serve it over a local "
     "STAC API, search, build the cube, join labels, train and register a model, map.",
@@ -433,7 +425,7 @@ def deploy(
     ] = None,
 ) -> None:
     """Apply every deployment (scheduled remap per region, retrain, on-demand stages)."""
-    from cropflow import ops
+    from cropflow.orchestration import deploy as ops
     from cropflow.regions import REGIONS_DIR
 
     infos = ops.deploy_all(
@@ -455,7 +447,7 @@ def trigger(
     wait: Annotated[bool, typer.Option(help="Wait until the run ends.")] = False,
 ) -> None:
     """Start a deployment's run on the Prefect server (PREFECT_API_URL)."""
-    from cropflow import ops
+    from cropflow.orchestration import runs as ops
 
     info = ops.trigger(deployment, _key_values(params or [], params_file))
     typer.echo(info.model_dump_json())
@@ -474,7 +466,7 @@ def run_flow(
     params_file: ParamsFile = None,
 ) -> None:
     """Run a flow ad hoc in this process (Prefect's ephemeral API unless PREFECT_API_URL)."""
-    from cropflow import ops
+    from cropflow.orchestration import runs as ops
 
     result = ops.run_flow(flow, _key_values(params or [], params_file))
     typer.echo(result.model_dump_json() if hasattr(result, "model_dump_json") else repr(result))

@@ -47,7 +47,7 @@ from cropflow.errors import AOIError, ConfigError, ProviderError
 from cropflow.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from cropflow.stac.search import SearchParams
+    from cropflow.stac.params import SearchParams
 
 #: Where the scheduled regions live (one YAML file per region).
 REGIONS_DIR = Path(__file__).resolve().parents[1] / "deployments" / "regions"
@@ -287,14 +287,24 @@ class ScheduleSpec(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _prefect_accepts(self) -> ScheduleSpec:
-        # Prefect's own schedule model: what it refuses, the server would refuse.
-        from prefect.client.schemas.schedules import CronSchedule
+    def _valid_cron_and_zone(self) -> ScheduleSpec:
+        # What Prefect's schedule model refuses (the server would refuse it), checked with
+        # croniter as Prefect does, without importing Prefect: a cron croniter reads, with no
+        # random/hashed fields (R, H), and an IANA timezone.
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+        from croniter import croniter
+
+        if not croniter.is_valid(self.cron):
+            raise ValueError(f'Invalid cron string: "{self.cron}"')
+        if any(part.casefold() in ("r", "h") for part in self.cron.split()):
+            raise ValueError(
+                f'Random and Hashed expressions are unsupported, received: "{self.cron}"'
+            )
         try:
-            CronSchedule(cron=self.cron, timezone=self.timezone)
-        except ValidationError as exc:
-            raise ValueError("; ".join(_clean(e["msg"]) for e in exc.errors())) from None
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f'Invalid timezone: "{self.timezone}"') from None
         return self
 
 
@@ -524,7 +534,7 @@ class RegionConfig(BaseModel):
         self, settings: Settings | None = None, today: date | None = None
     ) -> SearchParams:
         """The :class:`~cropflow.stac.search.SearchParams` of this region for a run today."""
-        from cropflow.stac.search import SearchParams
+        from cropflow.stac.params import SearchParams
 
         return SearchParams(
             api_url=self.stac_api_url(settings),

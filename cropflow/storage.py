@@ -1,7 +1,8 @@
 """Writing files safely, and storage failures as one clear error.
 
-* :func:`atomic_write`: write a file aside (same folder), fsync it, rename it into place; a
-  crash leaves the old file or the new one, never half of one, and no temporary file.
+* :func:`atomic_write` / :func:`atomic_file`: write a file aside (same folder), fsync it,
+  rename it into place; a crash leaves the old file or the new one, never half of one, and no
+  temporary file; :func:`replace_dir` does the same for a finished folder (a Zarr store).
 * :func:`storage_errors`: around a stage's writes, turns "no space left", "read-only file
   system", "permission denied" and GDAL's write failures on a full disk into one
   :class:`~cropflow.errors.StorageError` that names the folder, what was being done and the
@@ -41,6 +42,38 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer that needs a path (``to_parquet``,
+    ``torch.save``, ``savefig``); when the block succeeds it is fsynced and renamed to
+    ``path``, else removed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    try:
+        yield tmp
+        with tmp.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def replace_dir(new: Path, final: Path) -> None:
+    """Put the finished folder ``new`` at ``final`` (same parent): an existing ``final`` is
+    renamed aside first and removed after, so a reader sees the old one or the new one."""
+    old = final.with_name(f".{final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    if final.exists():
+        final.rename(old)
+    try:
+        new.rename(final)
+    except OSError:
+        if old.exists() and not final.exists():
+            old.rename(final)
+        raise
+    if old.exists():
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
 def _existing(folder: Path) -> Path:

@@ -8,48 +8,14 @@ scheduled and UI-triggered runs do.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from prefect import flow, task
-from pydantic import BaseModel, Field
 
-from cropflow.chain import ChainSummary, demo_config, embedded_demo_region
-from cropflow.cube import CubeParams
+from cropflow.chain import ChainSummary, DemoParams, demo_config, embedded_demo_region
 from cropflow.demo import DemoConfig
-from cropflow.labels import TrainingSetOptions
-from cropflow.predict import PredictOptions
 from cropflow.regions import RegionConfig
-from cropflow.train import TrainOptions
 from flows.remap import RemapParams, remap_region
 from flows.retrain import RetrainParams, retrain
 from tasks.demo import generate_demo_region
-
-
-class DemoParams(BaseModel):
-    """The demo's knobs; every stage default lives in that stage's own options."""
-
-    size: Literal["default", "tiny"] = Field(
-        "default", description="Demo region preset: 'default' (two 256 px tiles) or 'tiny'."
-    )
-    seed: int | None = Field(None, description="Region seed (unset: the preset's).")
-    cube: CubeParams = Field(default_factory=CubeParams, description="Datacube options.")
-    training_set: TrainingSetOptions = Field(
-        # The demo region is small: 16 px split blocks still keep each field in one block
-        # (a field belongs whole to the block holding most of it) and give every split data.
-        default_factory=lambda: TrainingSetOptions.model_validate(
-            {"splits": {"block_size_px": 16}}
-        ),
-        description="Training-set options.",
-    )
-    train: TrainOptions = Field(
-        # Measured on the default region (benchmarks/RESULTS.md): L-TAE reaches a hold-out
-        # macro-F1 of 0.98 after 3 epochs, about 20 s each on 2 cores; 5 keep the demo short.
-        default_factory=lambda: TrainOptions(epochs=5),
-        description="Training options.",
-    )
-    predict: PredictOptions = Field(
-        default_factory=PredictOptions, description="Prediction options."
-    )
 
 
 @task(name="demo-config")

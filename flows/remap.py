@@ -11,7 +11,8 @@ from prefect import flow
 from pydantic import Field
 
 from cropflow.chain import ChainSummary, RegionRunParams
-from cropflow.ops import refreshed, region_lock
+from cropflow.orchestration.caching import refreshed
+from cropflow.orchestration.locks import region_lock
 from cropflow.predict import PredictOptions, PredictParams
 from tasks.chain import region_cube_params, region_search_params, resolve_region
 from tasks.cube import plan_cube_task, publish_cube_summary, write_cube_task

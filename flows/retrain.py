@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from cropflow.chain import ChainSummary, RegionRunParams, training_set_options_for
 from cropflow.labels import TrainingSetOptions, TrainingSetParams
-from cropflow.ops import refreshed
+from cropflow.orchestration.caching import refreshed
 from cropflow.train import TrainOptions, TrainOutcome, TrainParams
 from tasks.chain import region_cube_params, region_labels, region_search_params, resolve_region
 from tasks.cube import plan_cube_task, publish_cube_summary, write_cube_task

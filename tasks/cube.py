@@ -6,7 +6,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from cropflow.cube import CubeParams, CubePlan, CubeRef, plan_from_search, write_cube
-from cropflow.ops import stage_task_options
+from cropflow.orchestration.caching import stage_task_options
 from tasks.progress import progress_artifact
 
 

@@ -18,7 +18,7 @@ from cropflow.labels.build import (
     write_training_set,
 )
 from cropflow.labels.summary import TrainingSetSummary
-from cropflow.ops import stage_task_options
+from cropflow.orchestration.caching import stage_task_options
 
 
 @task(name="prepare-labels", **stage_task_options())

@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
-from prefect import Task, task
+from prefect import task
 from prefect.artifacts import create_markdown_artifact
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
 
-from cropflow.errors import CropflowError
-from cropflow.ops import stage_task_options
+from cropflow.orchestration.caching import stage_task_options
+from cropflow.orchestration.retries import crash_retry_options
 from cropflow.predict import PredictionResult, PredictParams, predict
 from cropflow.predict.progress import report_progress
 from cropflow.products import ProductsResult, build_products
 from cropflow.products.report import report_markdown
 from tasks.progress import progress_artifact
-
-
-def _retry_unless_user_error(task: Task[Any, Any], run: TaskRun, state: State[Any]) -> bool:
-    """Retry crashes and I/O failures; a CropflowError (bad input) fails at once."""
-    try:
-        state.result()
-    except CropflowError:
-        return False
-    except Exception:
-        return True
-    return False
 
 
 def _artifact_key(prefix: str, name: str) -> str:
@@ -41,12 +27,7 @@ def pin_model_task(params: PredictParams) -> PredictParams:
     return params.pinned()
 
 
-@task(
-    name="predict-tiles",
-    retries=1,
-    retry_condition_fn=_retry_unless_user_error,
-    **stage_task_options(),
-)
+@task(name="predict-tiles", **crash_retry_options(), **stage_task_options())
 def predict_tiles(params: PredictParams) -> PredictionResult:
     """Run the missing tiles of a prediction (a retry resumes where the crash left off)."""
     update = progress_artifact(f"tiles of prediction {params.prediction_key()}")
@@ -58,12 +39,7 @@ def predict_tiles(params: PredictParams) -> PredictionResult:
     return predict(params, on_progress=on_progress)
 
 
-@task(
-    name="build-products",
-    retries=1,
-    retry_condition_fn=_retry_unless_user_error,
-    **stage_task_options(),
-)
+@task(name="build-products", **crash_retry_options(), **stage_task_options())
 def build_map_products(prediction: PredictionResult) -> ProductsResult:
     """Build and atomically publish the map products of a prediction."""
     return build_products(prediction)

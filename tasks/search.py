@@ -5,7 +5,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from cropflow.ops import SEARCH_CACHE_EXPIRATION, network_retry_options, stage_task_options
+from cropflow.orchestration.caching import SEARCH_CACHE_EXPIRATION, stage_task_options
+from cropflow.orchestration.retries import network_retry_options
 from cropflow.stac.search import SearchParams, SearchResult, search_and_save
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from cropflow.ops import stage_task_options
+from cropflow.orchestration.caching import stage_task_options
 from cropflow.train import Registration, TrainOutcome, TrainParams, TrainResult, register_run, train
 from tasks.progress import progress_artifact
 

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from cropflow import stack
+from cropflow.orchestration import stack
 from cropflow.settings import Settings
 
 

@@ -14,8 +14,8 @@ import pytest
 from net_helpers import beyond_loopback, listeners
 from prefect import flow, task
 
-from cropflow import stack
 from cropflow.cube.cluster import dask_client, local_cluster_kwargs
+from cropflow.orchestration import stack
 from cropflow.settings import DaskSettings, Settings, StackSettings
 from flows.cube import cube_task_runner
 

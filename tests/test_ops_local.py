@@ -17,24 +17,19 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from test_ops_standin import read_events, remap_region, retrain
 
 from cropflow.errors import ConfigError, CropflowError, EmptySearchError, StacError
-from cropflow.ops import (
+from cropflow.orchestration.caching import missing_outputs, refreshed, stage_task_options
+from cropflow.orchestration.deploy import plan_deployments
+from cropflow.orchestration.locks import region_lock, region_lock_name
+from cropflow.orchestration.project import (
     ON_DEMAND,
     PROJECT_DIR,
     discover_flows,
     flow_parameters,
-    missing_outputs,
-    network_retry_options,
-    plan_deployments,
-    refreshed,
-    region_lock,
-    region_lock_name,
     region_parameters,
-    require_server,
-    run_flow,
-    stage_task_options,
-    trigger,
     validate_flow_parameters,
 )
+from cropflow.orchestration.retries import network_retry_options
+from cropflow.orchestration.runs import require_server, run_flow, trigger
 from cropflow.regions import RegionConfig
 
 STANDIN = Path(__file__).with_name("test_ops_standin.py")
@@ -352,7 +347,7 @@ def test_region_lock_serialises_and_times_out(prefect_harness: None) -> None:
 
 HOLD_LOCK = """
 import sys, time
-from cropflow.ops import region_lock
+from cropflow.orchestration.locks import region_lock
 with region_lock("fileregion"):
     print("held", flush=True)
     time.sleep(600)
@@ -367,7 +362,7 @@ def test_without_a_server_the_region_lock_is_a_file_lock_freed_when_its_holder_d
     import subprocess
     import sys
 
-    from cropflow.ops import region_lock_file
+    from cropflow.orchestration.locks import region_lock_file
 
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         assert PREFECT_API_URL.value() in (None, "")
@@ -414,7 +409,7 @@ def test_without_a_server_the_region_lock_is_a_file_lock_freed_when_its_holder_d
 def test_prefect_yaml_examples_point_at_real_flows_and_region_schedules() -> None:
     import yaml
 
-    from cropflow.ops import REMAP_ENTRYPOINT, RETRAIN_ENTRYPOINT
+    from cropflow.orchestration.deploy import REMAP_ENTRYPOINT, RETRAIN_ENTRYPOINT
     from cropflow.regions import get_region
 
     spec = yaml.safe_load((PROJECT_DIR / "deployments" / "prefect.yaml").read_text())

@@ -26,8 +26,9 @@ import pytest
 import rasterio
 from stack_helpers import ServerStack, free_ports
 
-from cropflow import stack
-from cropflow.ops import FlowRunInfo, deploy_all, trigger, wait_for_run
+from cropflow.orchestration import stack
+from cropflow.orchestration.deploy import deploy_all
+from cropflow.orchestration.runs import FlowRunInfo, trigger, wait_for_run
 from cropflow.regions import REGIONS_DIR
 from cropflow.settings import Settings, get_settings
 

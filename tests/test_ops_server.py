@@ -27,14 +27,14 @@ import yaml
 from stack_helpers import ServerStack, free_ports
 from test_ops_standin import read_events, standin_dir
 
-from cropflow import stack
 from cropflow.errors import ConfigError
-from cropflow.ops import (
+from cropflow.orchestration import stack
+from cropflow.orchestration.deploy import deploy_all
+from cropflow.orchestration.locks import region_lock_name
+from cropflow.orchestration.runs import (
     DeploymentInfo,
     FlowRunInfo,
-    deploy_all,
     flow_run_info,
-    region_lock_name,
     trigger,
     wait_for_run,
 )

@@ -22,7 +22,8 @@ import pytest
 from prefect import flow, task
 from pydantic import BaseModel, ConfigDict, Field
 
-from cropflow.ops import region_lock, stage_task_options
+from cropflow.orchestration.caching import stage_task_options
+from cropflow.orchestration.locks import region_lock
 from cropflow.regions import RegionConfig, as_region
 from cropflow.settings import get_settings
 

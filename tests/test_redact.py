@@ -17,8 +17,8 @@ import pytest
 from stac_helpers import FaultProxy, read_items, write_catalog
 from stack_helpers import free_ports
 
-from cropflow import stack
 from cropflow.errors import ConfigError, StacError
+from cropflow.orchestration import stack
 from cropflow.redact import (
     LOG_FILTER,
     MASK,
@@ -234,7 +234,8 @@ def test_prefect_runs_store_no_credential(
         FlowFilterName,
     )
 
-    from cropflow.ops import results_dir, run_flow
+    from cropflow.orchestration.caching import results_dir
+    from cropflow.orchestration.runs import run_flow
 
     monkeypatch.setenv("CROPFLOW_STAC__API_URL", with_credentials(site2_api))
     result = run_flow("search", {"provider": PC, "aoi": INSIDE_35MNM})

@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import date
 from typing import Any, Literal
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cropflow.cube.indices import INDICES, missing_roles
@@ -178,6 +177,8 @@ class CubeParams(BaseModel):
         if v is None:
             return None
         try:
+            import pandas as pd  # here: the CLI reads these params without loading pandas
+
             offset = pd.tseries.frequencies.to_offset(v)
         except ValueError:
             raise ValueError(

@@ -45,7 +45,6 @@ import hashlib
 import json
 import shutil
 import time
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -66,7 +65,7 @@ from cropflow.cube.indices import INDICES
 from cropflow.cube.plan import CUBE_FORMAT, BadItem, CubePlan, version_info
 from cropflow.cube.region import RegionResult, RegionStats
 from cropflow.errors import DataError
-from cropflow.storage import atomic_write
+from cropflow.storage import atomic_write, replace_dir
 
 MARKER_DIR = "_cropflow_regions"
 PARTIAL_SUFFIX = ".partial"
@@ -358,12 +357,7 @@ def finalize(partial: Path, final: Path, summary: dict[str, Any], bad: list[BadI
             ATTR + "complete": True,
         }
     )
-    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-    if final.exists():
-        final.rename(old)
-    partial.rename(final)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(partial, final)
 
 
 def reopen(final: Path, partial: Path, drop_regions: set[str]) -> None:

@@ -13,15 +13,41 @@ field-id rasters. What the COGs hold beyond that truth (sensor noise, DN roundin
 averaging, clouds) is stated exactly in :mod:`cropflow.demo.world`.
 """
 
-from cropflow.demo.config import GENERATOR_VERSION, DemoConfig
-from cropflow.demo.region import RegionManifest, generate_region, load_region
-from cropflow.demo.world import DemoWorld
+from __future__ import annotations
 
-__all__ = [
-    "GENERATOR_VERSION",
-    "DemoConfig",
-    "DemoWorld",
-    "RegionManifest",
-    "generate_region",
-    "load_region",
-]
+from typing import TYPE_CHECKING
+
+from cropflow.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from cropflow.demo.config import (
+        GENERATOR_VERSION as GENERATOR_VERSION,
+    )
+    from cropflow.demo.config import (
+        DemoConfig as DemoConfig,
+    )
+    from cropflow.demo.region import (
+        RegionManifest as RegionManifest,
+    )
+    from cropflow.demo.region import (
+        generate_region as generate_region,
+    )
+    from cropflow.demo.region import (
+        load_region as load_region,
+    )
+    from cropflow.demo.world import (
+        DemoWorld as DemoWorld,
+    )
+
+#: Exported name -> the module defining it (imported on first use).
+_EXPORTS = {
+    "GENERATOR_VERSION": "cropflow.demo.config",
+    "DemoConfig": "cropflow.demo.config",
+    "RegionManifest": "cropflow.demo.region",
+    "generate_region": "cropflow.demo.region",
+    "load_region": "cropflow.demo.region",
+    "DemoWorld": "cropflow.demo.world",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = list(_EXPORTS)

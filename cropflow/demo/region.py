@@ -51,6 +51,7 @@ from cropflow.demo.stac import (
 )
 from cropflow.demo.world import DemoWorld, native_resolution
 from cropflow.errors import ConfigError, DataError
+from cropflow.processes import pid_alive
 
 MANIFEST = "region.json"
 
@@ -213,18 +214,8 @@ def _remove_stale_tmp(out_dir: Path) -> None:
     for kind in ("tmp", "old"):
         for tmp in out_dir.parent.glob(f"{out_dir.name}.{kind}-*"):
             pid = tmp.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _move_into_place(tmp: Path, out_dir: Path, config: DemoConfig) -> None:

@@ -43,6 +43,13 @@ from cropflow.labels.grid import (
 )
 from cropflow.labels.io import ReadReport, read_labels
 from cropflow.labels.mapping import LabelMapping, MappingReport, apply_mapping, load_mapping
+from cropflow.labels.options import (  # noqa: F401 - also imported from here
+    NAME_PATTERN,
+    LabelSource,
+    TrainingSetOptions,
+    TrainingSetParams,
+    output_path,
+)
 from cropflow.labels.points import (
     PointReport,
     aggregate_points,
@@ -50,99 +57,26 @@ from cropflow.labels.points import (
     points_to_rasters,
 )
 from cropflow.labels.rasterize import (
-    RasterizeOptions,
     RasterReport,
     find_field_column,
     rasterize_fields,
 )
-from cropflow.labels.samples import GridLabels, SampleOptions, write_samples
+from cropflow.labels.samples import GridLabels, write_samples
 from cropflow.labels.splits import (
     SPLIT_NAMES,
     SplitLayerReport,
-    SplitOptions,
     assign_splits,
     block_units,
     load_split_rules,
     split_by_layer,
     units_from_rasters,
 )
-from cropflow.labels.stats import StatsOptions
 from cropflow.labels.store import FORMAT_VERSION
 from cropflow.labels.summary import TrainingSetSummary
 from cropflow.labels.tables import SampleTableParams, import_tables
-from cropflow.settings import get_settings
+from cropflow.storage import atomic_file, replace_dir
 
 SOURCE_ID = "_source_id"
-#: Training set names become file names.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
-
-
-class LabelSource(BaseModel):
-    """A label file and how to read it."""
-
-    path: str = Field(description="GeoPackage, GeoParquet, Shapefile, GeoJSON or CSV of points.")
-    mapping_path: str = Field(description="Label mapping YAML (raw codes -> classes).")
-    layer: str | None = Field(None, description="Layer of a multi-layer file (GeoPackage).")
-    crs: str | None = Field(
-        None, description="CRS of CSV x/y columns, or to assign to a file without one."
-    )
-    field_column: str | None = Field(
-        None, description="Field id column (default: field_id, fid, parcel_id, field or id)."
-    )
-    labeller_column: str | None = Field(
-        None, description="Labeller column of points (default: labeller, labeler, ...)."
-    )
-    repair_invalid: bool = Field(True, description="Repair invalid polygons (else refuse).")
-
-
-class TrainingSetOptions(BaseModel):
-    """How to build a training set, apart from which cube and labels (chained flows fill those).
-
-    The one home of the training-set defaults: :class:`TrainingSetParams` adds the inputs.
-    """
-
-    name: str = Field("training-set", pattern=NAME_PATTERN, description="Name of the training set.")
-    out_uri: str | None = Field(
-        None, description="Where to write it (default: <workdir>/training-sets/<name>.zarr)."
-    )
-    rasterize: RasterizeOptions = Field(default_factory=RasterizeOptions)
-    samples: SampleOptions = Field(default_factory=SampleOptions)
-    splits: SplitOptions = Field(default_factory=SplitOptions)
-    stats: StatsOptions = Field(default_factory=StatsOptions)
-    tile: str | None = Field(None, description="Tile id of the cube (for tile split rules).")
-    year: int | None = Field(
-        None, description="Season year (for year split rules; default: the cube's last year)."
-    )
-
-
-class TrainingSetParams(TrainingSetOptions):
-    """Everything that defines a training set built from a cube and labels."""
-
-    cube_uri: str = Field(description="The datacube (Zarr) to sample.")
-    labels: LabelSource
-
-    @classmethod
-    def of(
-        cls, options: TrainingSetOptions, cube_uri: str, labels: LabelSource
-    ) -> TrainingSetParams:
-        """The full parameters from options and the two inputs."""
-        return cls(**options.model_dump(), cube_uri=cube_uri, labels=labels)
-
-    def output(self) -> Path:
-        """The training set's path."""
-        return output_path(self.name, self.out_uri)
-
-    def parts(self) -> Path:
-        """Where the intermediate steps write."""
-        out = self.output()
-        return out.parent / f"{out.stem}.parts"
-
-
-def output_path(name: str, out_uri: str | None) -> Path:
-    """``out_uri`` as a path, or ``<workdir>/training-sets/<name>.zarr``."""
-    if out_uri:
-        return Path(out_uri.removeprefix("file://"))
-    return get_settings().workdir / "training-sets" / f"{name}.zarr"
 
 
 class PreparedLabels(BaseModel):
@@ -175,22 +109,13 @@ class SplitResult(BaseModel):
     )
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    old = final.parent / f".{final.name}.old-{os.getpid()}"
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    if old.exists():
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-
-
 def _write_zarr(ds: xr.Dataset, final: Path) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
-    _replace_dir(tmp, final)
+    replace_dir(tmp, final)
 
 
 def prepare_labels(params: TrainingSetParams) -> PreparedLabels:
@@ -238,9 +163,8 @@ def prepare_labels(params: TrainingSetParams) -> PreparedLabels:
     keep += [c for c in ("n_votes", "agreement") if c in on_grid.columns]
     out = params.parts() / "labels.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    gpd.GeoDataFrame(on_grid[keep], geometry="geometry", crs=on_grid.crs).to_parquet(tmp)
-    tmp.replace(out)
+    with atomic_file(out) as tmp:
+        gpd.GeoDataFrame(on_grid[keep], geometry="geometry", crs=on_grid.crs).to_parquet(tmp)
     return PreparedLabels(
         uri=str(out), kind=read.kind, read=read, mapping=mapping_report, points=point_report
     )

@@ -22,26 +22,11 @@ from scipy import ndimage
 
 from cropflow.classes import IGNORE_INDEX
 from cropflow.errors import LabelError
+from cropflow.labels.options import (
+    RasterizeOptions,
+)
 
 FIELD_ID_NAMES = ("field_id", "fid", "parcel_id", "field", "id")
-
-
-class RasterizeOptions(BaseModel):
-    """How labels become pixels."""
-
-    all_touched: bool = Field(
-        False, description="Label every pixel a polygon touches (else: pixel centre inside)."
-    )
-    inward_buffer_px: float = Field(
-        0.0, ge=0, description="Shrink polygons by this many pixels before labelling."
-    )
-    boundary_class: str | None = Field(
-        None, description="Class name (in the mapping) for field boundary pixels (Crop2Seg)."
-    )
-    boundary_width_px: int = Field(1, ge=1, description="Width of the boundary ring, pixels.")
-    point_window: int = Field(
-        1, ge=1, description="Points label a window of this many pixels square (odd)."
-    )
 
 
 class RasterReport(BaseModel):

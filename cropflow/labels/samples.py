@@ -24,34 +24,16 @@ from pyproj import CRS, Transformer
 from cropflow.classes import IGNORE_INDEX, ClassMap
 from cropflow.errors import LabelError
 from cropflow.labels.grid import grid_crs_wkt, pixel_centres
+from cropflow.labels.options import (
+    SampleOptions,
+)
 from cropflow.labels.splits import NO_SPLIT, SPLIT_NAMES
 from cropflow.labels.stats import class_weights
-from cropflow.labels.store import Kind, TrainingSetWriter, base_coords
+from cropflow.labels.store import TrainingSetWriter, base_coords
 from cropflow.labels.summary import class_warnings
 
 #: Bytes of cube values read at once (all bands and dates of one window).
 READ_BUDGET_BYTES = 64 * 2**20
-
-
-class SampleOptions(BaseModel):
-    """What a training set holds."""
-
-    kind: Kind = Field(
-        "pixel",
-        description="pixel: time series per pixel; patch: T x C x H x W patches; "
-        "field: pixel sets per field.",
-    )
-    bands: list[str] | None = Field(None, description="Cube variables to sample (default: all).")
-    patch_size: int = Field(32, ge=1, description="Patch side, pixels (patch kind).")
-    patch_stride: int | None = Field(
-        None, ge=1, description="Step between patches, pixels (default: the patch size)."
-    )
-    min_labelled_fraction: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="Keep patches with at least this share of labelled pixels (and at least one).",
-    )
 
 
 @dataclass

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 import geopandas as gpd
 import numpy as np
@@ -63,59 +63,17 @@ from shapely.geometry.base import BaseGeometry
 from cropflow.classes import IGNORE_INDEX
 from cropflow.errors import ConfigError, LabelError
 from cropflow.labels.grid import grid_crs_wkt
-
-SplitName = Literal["train", "val", "test"]
-#: Split names in code order: a split raster or array holds the position in this tuple.
-SPLIT_NAMES: tuple[SplitName, ...] = ("train", "val", "test")
-#: Code of pixels or samples in no split.
-NO_SPLIT = 255
-#: What a split-file value means: a split, or ``none`` (its pixels are in no split).
-LayerValue = Literal["train", "val", "test", "none"]
-#: Split-file values understood without ``layer_values`` (compared case-insensitively).
-DEFAULT_LAYER_VALUES: dict[str, LayerValue] = {
-    "train": "train",
-    "training": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "test": "test",
-    "testing": "test",
-}
-
-
-def _normalise_value(value: object) -> str:
-    """A split-file value as compared with the value map: text, stripped, lower case."""
-    return str(value).strip().lower()
-
-
-class SplitFractions(BaseModel):
-    """Shares of labelled pixels (or samples) per split; they sum to 1."""
-
-    #: Whether the training share must be positive (see :class:`RuleFractions`).
-    require_train: ClassVar[bool] = True
-
-    train: float = Field(0.7, ge=0, le=1, description="Share of the training split.")
-    val: float = Field(0.15, ge=0, le=1, description="Share of the validation split.")
-    test: float = Field(0.15, ge=0, le=1, description="Share of the test split.")
-
-    @model_validator(mode="after")
-    def _sum_to_one(self) -> SplitFractions:
-        total = self.train + self.val + self.test
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"split fractions must sum to 1, got {total:g}")
-        if self.require_train and self.train <= 0:
-            raise ValueError("the training split must have a positive fraction")
-        return self
-
-    def as_array(self) -> np.ndarray:
-        return np.array([getattr(self, s) for s in SPLIT_NAMES], dtype=float)
-
-
-class RuleFractions(SplitFractions):
-    """Fractions of a final stratified rule: the training share may be 0 when an earlier rule
-    selects train units (checked by :class:`SplitRules`)."""
-
-    require_train: ClassVar[bool] = False
+from cropflow.labels.options import (  # noqa: F401 - also imported from here
+    DEFAULT_LAYER_VALUES,
+    NO_SPLIT,
+    SPLIT_NAMES,
+    LayerValue,
+    RuleFractions,
+    SplitFractions,
+    SplitName,
+    SplitOptions,
+    _normalise_value,
+)
 
 
 class SplitRule(BaseModel):
@@ -175,77 +133,6 @@ class SplitRules(BaseModel):
     def selects_train(self) -> bool:
         """Whether a selector rule assigns units to train."""
         return any(r.split == "train" and r.stratified is None for r in self.rules)
-
-
-class SplitOptions(BaseModel):
-    """How samples are split into train / val / test."""
-
-    block_size_px: int = Field(
-        64,
-        ge=1,
-        description="Side of the spatial blocks, in pixels (a multiple of the "
-        "patch size and stride keeps most patches).",
-    )
-    fractions: SplitFractions = Field(
-        default_factory=SplitFractions,
-        description="Default shares of the splits (with a split file only the ratio train : "
-        "val is used, to carve val from the train area).",
-    )
-    seed: int = Field(0, description="Seed of the split assignment (deterministic).")
-    rules_path: str | None = Field(None, description="YAML split rules (bbox/tile/year/...).")
-    layer_path: str | None = Field(
-        None,
-        description="Split file: polygons of train, val and test areas (GeoPackage, "
-        "GeoParquet, Shapefile or GeoJSON, in any CRS). A pixel takes the split of the polygon "
-        "holding its centre; pixels in no polygon (the gaps between areas) are in no split. "
-        "Replaces split rules; of the fractions only the val share is used, to carve val from "
-        "the train area when the file has no val polygon on the cube.",
-    )
-    layer_name: str | None = Field(
-        None, description="Layer of a multi-layer split file (GeoPackage); default: the first."
-    )
-    layer_column: str = Field(
-        "split", description="Column of the split file that names each polygon's split."
-    )
-    layer_values: dict[str, LayerValue] = Field(
-        default_factory=dict,
-        description="Values of the split column and the split each means: train, val, test, "
-        "or none (a gap drawn as a polygon: its pixels are in no split). Added to the "
-        "defaults train/training, val/valid/validation, test/testing; case-insensitive.",
-    )
-    crossing: Literal["cut", "drop"] = Field(
-        "cut",
-        description="Fields that a split file's lines cut: cut: each part becomes a field of "
-        "its own in its own split (parts outside every polygon are left out); drop: the field "
-        "loses its labels (so does a field partly outside every polygon). Point labels are "
-        "always cut.",
-    )
-
-    @model_validator(mode="after")
-    def _one_way_to_split(self) -> SplitOptions:
-        if self.layer_path is not None and self.rules_path is not None:
-            raise ConfigError(
-                f"both a split file (layer_path={self.layer_path!r}) and split rules "
-                f"(rules_path={self.rules_path!r}) are given",
-                hint="give layer_path or rules_path, not both",
-            )
-        seen: dict[str, LayerValue] = {}
-        for key, value in self.layer_values.items():
-            norm = _normalise_value(key)
-            if seen.get(norm, value) != value:
-                raise ConfigError(
-                    f"layer_values maps {norm!r} (case-insensitive) to both {seen[norm]} and "
-                    f"{value}",
-                    hint="give each split-file value one split in layer_values",
-                )
-            seen[norm] = value
-        return self
-
-    def layer_value_map(self) -> dict[str, LayerValue]:
-        """Split of each (normalised) split-file value: the defaults, then ``layer_values``."""
-        out = dict(DEFAULT_LAYER_VALUES)
-        out.update({_normalise_value(k): v for k, v in self.layer_values.items()})
-        return out
 
 
 def load_split_rules(path: str | Path) -> SplitRules:

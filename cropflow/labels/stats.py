@@ -11,17 +11,6 @@ if TYPE_CHECKING:
     from models.contract import BandStats
 
 
-class StatsOptions(BaseModel):
-    """Statistics stored with a training set."""
-
-    class_weight_blend: float = Field(
-        0.5,
-        ge=0,
-        le=1,
-        description="Class weights: 0 = inverse frequency, 1 = uniform, in between a linear blend.",
-    )
-
-
 class NormStats(BaseModel):
     """Per-band statistics of the training split (NaN values skipped)."""
 

@@ -55,13 +55,15 @@ import zarr
 
 from cropflow.classes import ClassMap
 from cropflow.errors import DataError
+from cropflow.labels.options import (
+    Kind,
+)
 from cropflow.labels.splits import SPLIT_NAMES
 from cropflow.labels.stats import NormStats, StatsAccumulator
 
 if TYPE_CHECKING:
     from models.contract import InputContract
 
-Kind = Literal["pixel", "patch", "field"]
 FORMAT_VERSION = 1
 #: Target size of one data chunk (bytes, uncompressed).
 CHUNK_BYTES = 8 * 2**20

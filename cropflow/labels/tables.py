@@ -57,9 +57,10 @@ from pydantic import BaseModel, Field, model_validator
 from cropflow.classes import ClassDef, ClassMap
 from cropflow.errors import ConfigError, DataError, LabelError
 from cropflow.labels.mapping import MISSING_CODE, load_mapping, normalize_code
+from cropflow.labels.options import StatsOptions
 from cropflow.labels.samples import SampleCounts, count_by_split
 from cropflow.labels.splits import SPLIT_NAMES, SplitFractions, SplitName, stratified_assign
-from cropflow.labels.stats import StatsOptions, class_weights
+from cropflow.labels.stats import class_weights
 from cropflow.labels.store import FORMAT_VERSION, Kind, TrainingSetWriter, base_coords
 from cropflow.labels.summary import class_warnings
 

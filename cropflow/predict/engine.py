@@ -17,7 +17,6 @@ run ahead in a thread) and :meth:`process` runs the model and writes the result.
 from __future__ import annotations
 
 import math
-import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +36,7 @@ from cropflow.predict.fields import field_index_raster, field_mask
 from cropflow.predict.model import Normalise, encode_dates, forward_probs
 from cropflow.predict.store import NODATA, mark_done, write_tile
 from cropflow.predict.tiling import Tile, Window, patch_starts, starts_touching
+from cropflow.storage import atomic_file
 from models.base import Batch
 from models.contract import InputContract
 
@@ -331,9 +331,8 @@ class FieldGroupJob:
         for j in range(runner.n_classes):
             table[f"p{j}"] = probs[:, j]
         out = Path(self.out_dir)
-        tmp = out / f".{self.name}.{uuid.uuid4().hex[:8]}.tmp"
-        table.to_parquet(tmp, index=False)
-        tmp.replace(out / f"{self.name}.parquet")
+        with atomic_file(out / f"{self.name}.parquet") as tmp:
+            table.to_parquet(tmp, index=False)
 
 
 def _listing(folder: Path) -> tuple[tuple[str, int, int], ...]:

@@ -47,7 +47,7 @@ from cropflow.predict.store import (
 )
 from cropflow.predict.tiling import patch_stride, read_window, tile_grid
 from cropflow.settings import get_settings
-from cropflow.storage import storage_errors
+from cropflow.storage import atomic_file, storage_errors
 from models.contract import InputContract
 
 #: ``on_progress(done, total)``: called once at the start and after every finished job.
@@ -317,9 +317,8 @@ def _plan(
     fields = load_fields(str(params.fields), params.field_id_column, cube.crs_wkt)
     fields_path = markers_dir(store) / "fields.parquet"
     if not fields_path.exists():
-        tmp = fields_path.with_name(".fields.parquet.tmp")
-        fields.to_parquet(tmp)
-        tmp.replace(fields_path)
+        with atomic_file(fields_path) as tmp:
+            fields.to_parquet(tmp)
     groups = _field_jobs(cube, bundle, fields, markers_dir(store), days, group_size)
     groups_done = {p.stem for p in (markers_dir(store) / "fields").glob("*.parquet")}
     return [groups, _paint_jobs(cube, bundle, params, store, fields_path)], groups_done

@@ -18,21 +18,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cropflow.errors import PublishError
+from cropflow.processes import pid_alive
 
 
 def previous_path(dest: Path) -> Path:
     """Where the current version is kept while the new one is renamed in."""
     return dest.with_name(f".{dest.name}.previous")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def recover(dest: Path) -> None:
@@ -47,7 +38,7 @@ def recover(dest: Path) -> None:
     if dest.parent.is_dir():
         for stale in dest.parent.glob(prefix + "*"):
             pid = stale.name.removeprefix(prefix).split("-", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(stale, ignore_errors=True)
 
 

@@ -16,7 +16,6 @@ Layout of a checkpoint folder::
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 
 from cropflow.errors import ConfigError, TrainingError
+from cropflow.storage import atomic_file, atomic_write
 
 CHECKPOINT_FORMAT = 1
 _EPOCH_RE = re.compile(r"^epoch-(\d{4,})\.pt$")
@@ -108,9 +108,8 @@ class TrainState:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
 
 
 class CheckpointStore:
@@ -185,6 +184,4 @@ class CheckpointStore:
         return self.load(epochs[-1]) if epochs else None
 
     def mark_done(self, summary: dict[str, Any]) -> None:
-        tmp = self.done_path.with_name(".done.json.tmp")
-        tmp.write_text(json.dumps(summary, indent=1, default=str))
-        tmp.replace(self.done_path)
+        atomic_write(self.done_path, json.dumps(summary, indent=1, default=str))

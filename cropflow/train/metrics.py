@@ -16,6 +16,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, Field
 
 from cropflow.classes import IGNORE_INDEX
+from cropflow.storage import atomic_file
 
 
 class ClassScores(BaseModel):
@@ -213,8 +214,7 @@ def plot_confusion(ev: Evaluation, path: Path) -> None:
                             color=colour,
                         )
         fig.tight_layout()
-        tmp = path.with_name(path.name + ".tmp.png")
-        fig.savefig(tmp)
-        tmp.replace(path)
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)

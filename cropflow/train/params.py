@@ -14,7 +14,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, Field, model_validator
 
 from cropflow.errors import ConfigError
-from models.base import LTAEConfig, ModelConfig
+from models.configs import LTAEConfig, ModelConfig
 
 #: Metrics early stopping and the champion comparison can watch (all from the validation split).
 MonitorMetric = Literal["macro_f1", "overall_accuracy", "weighted_f1", "mean_iou", "kappa", "loss"]

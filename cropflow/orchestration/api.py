@@ -37,7 +37,7 @@ _PR_SET_PDEATHSIG = 1
 
 def _stack_api(settings: Settings) -> str | None:
     """The stack's Prefect API URL when its server is running and healthy, else None."""
-    from cropflow import stack
+    from cropflow.orchestration import stack
 
     server = next((s for s in stack.status(settings) if s.name == "prefect-server"), None)
     if server is None or not server.healthy:

@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 
 from cropflow.errors import ConfigError, CropflowError
+from cropflow.processes import pid_alive
 from cropflow.redact import DASK_PRELOAD
 from cropflow.settings import Settings
 
@@ -249,23 +250,6 @@ def _read_pid(pid_file: Path) -> int | None:
         return None
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped) is not alive.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _start(service: Service, settings: Settings) -> int:
 
     pid_file, log = _paths(settings, service.name)
@@ -290,7 +274,7 @@ def _wait_healthy(service: Service, pid: int, log: Path, timeout_s: float) -> No
     while time.monotonic() < deadline:
         if service.health():
             return
-        if not _alive(pid):
+        if not pid_alive(pid):
             tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
             raise CropflowError(
                 f"service {service.name} exited during start-up; last log lines:\n{tail}",
@@ -309,7 +293,7 @@ def status(settings: Settings, services: Sequence[Service] | None = None) -> lis
     for s in services or plan(settings):
         pid_file, log = _paths(settings, s.name)
         pid = _read_pid(pid_file)
-        running = _alive(pid)
+        running = pid_alive(pid)
         out.append(ServiceStatus(s.name, pid, running, running and s.health(), s.url, log))
     return out
 
@@ -326,7 +310,7 @@ def up(settings: Settings, services: Sequence[Service] | None = None) -> list[Se
     for s in chosen:
         pid_file, log = _paths(settings, s.name)
         pid = _read_pid(pid_file)
-        if pid is None or not _alive(pid):
+        if pid is None or not pid_alive(pid):
             pid = _start(s, settings)
         _wait_healthy(s, pid, log, settings.stack.start_timeout_s)
     return status(settings, chosen)
