@@ -39,6 +39,30 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 install_log_redaction()  # nothing this process logs shows a credential
+# Offline by default: no telemetry attempts (Prefect, MLflow); cropflow's own log lines (epoch
+# lines, cube progress) shown with the flow runs' logs.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "cropflow")  # to the runs' logs in the UI
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # not a line per worker event
+
+
+def console_logging() -> None:
+    """cropflow's own INFO lines (epochs, cube progress, warnings) on stderr, as Prefect's."""
+    logger = logging.getLogger("cropflow")
+    if any(getattr(h, "_cropflow_console", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s.%(msecs)03d | %(levelname)-7s | %(name)s - %(message)s",
+                          datefmt="%H:%M:%S")
+    )  # fmt: skip
+    handler._cropflow_console = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if _debug() else logging.INFO)
+    logger.propagate = False  # the root's console handler would print warnings twice
+    logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
 def _debug() -> bool:
@@ -76,6 +100,7 @@ def _main(
     if debug:
         os.environ["CROPFLOW_DEBUG"] = "1"
     quiet_known_errors()
+    console_logging()
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -20,12 +20,12 @@ import numpy as np
 import pystac
 import pytest
 import rasterio
+import shapely
 from distributed import Client, LocalCluster
 from pyproj import CRS, Transformer
 from rasterio.transform import Affine
 from rasterio.windows import Window
 from shapely.geometry import box, shape
-from shapely.ops import transform as shp_transform
 from stac_helpers import FIXTURE_STAC
 
 from cropflow.chain import cube_params_for, search_params_for
@@ -83,8 +83,8 @@ def _sparse_cog(path: Path, res: int, x0: float, dtype: str, fill: int, seed: in
         SPARSE_OK="TRUE",
     ) as dst:
         inv = ~transform
-        c0, r0 = inv * (AOI_UTM[0] - 2000, AOI_UTM[3] + 2000)
-        c1, r1 = inv * (AOI_UTM[2] + 2000, AOI_UTM[1] - 2000)
+        c0, r0 = inv @ (AOI_UTM[0] - 2000, AOI_UTM[3] + 2000)
+        c1, r1 = inv @ (AOI_UTM[2] + 2000, AOI_UTM[1] - 2000)
         c0, r0 = max(int(c0), 0), max(int(r0), 0)
         win = Window(c0, r0, min(int(c1), side) - c0, min(int(r1), side) - r0)
         rng = np.random.default_rng(seed)
@@ -193,9 +193,10 @@ def test_the_regions_aoi_bounds_the_cube_not_the_tiles(
     plan = plan_from_search(search.uri, search.provider, params)
 
     # bounds: the AOI's (projected to the grid CRS, snapped outward to 10 m)
-    area = shp_transform(
-        Transformer.from_crs(4326, EPSG, always_xy=True).transform,
+    to_utm = Transformer.from_crs(4326, EPSG, always_xy=True)
+    area = shapely.transform(
         shape({"type": "Polygon", "coordinates": [_aoi_lonlat()]}),
+        lambda xy: np.column_stack(to_utm.transform(xy[:, 0], xy[:, 1])),
     )
     ax0, ay0, ax1, ay1 = area.bounds
     gx0, gy0, gx1, gy1 = plan.grid.bounds

@@ -83,7 +83,7 @@ def test_modis_sinusoidal_series_builds_on_a_utm_grid(
         src_crs, src_tf, shape = src.crs, src.transform, src.shape
         h, w = shape
         to_ll = Transformer.from_crs(src_crs, "EPSG:4326", always_xy=True)
-        clon, clat = to_ll.transform(*(src_tf * (w / 2, h / 2)))
+        clon, clat = to_ll.transform(*(src_tf @ (w / 2, h / 2)))
     assert CRS.from_user_input(plan.grid.crs).to_epsg() == utm_epsg(clon, clat) == 32721
     assert plan.kernels == {"ndvi": "float"}
     ds = open_cube(write_cube(plan, tmp_path / "modis.zarr", client=client).uri)
@@ -95,7 +95,7 @@ def test_modis_sinusoidal_series_builds_on_a_utm_grid(
     edge = np.linspace(0, 1, 50)
     cols = np.concatenate([edge * w, np.full(50, w), edge[::-1] * w, np.zeros(50)])
     rows = np.concatenate([np.zeros(50), edge * h, np.full(50, h), edge[::-1] * h])
-    ux, uy = to_utm.transform(*(src_tf * (cols, rows)))
+    ux, uy = to_utm.transform(*(src_tf @ (cols, rows)))
     left, bottom, right, top = gb.boundingbox
     assert left <= ux.min() and ux.max() <= right and bottom <= uy.min() and uy.max() <= top
     assert ux.min() - left < 250 and right - ux.max() < 250
@@ -103,7 +103,7 @@ def test_modis_sinusoidal_series_builds_on_a_utm_grid(
     # every cube pixel whose centre falls well inside a source pixel holds that pixel's value
     xs, ys = np.meshgrid(ds.x.values, ds.y.values)
     sx, sy = Transformer.from_crs(plan.grid.crs, src_crs, always_xy=True).transform(xs, ys)
-    col, row = ~src_tf * (sx, sy)
+    col, row = ~src_tf @ (sx, sy)
     inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
     central = inside & (np.abs(col % 1 - 0.5) < 0.3) & (np.abs(row % 1 - 0.5) < 0.3)
     assert central.sum() > 0.2 * inside.sum() > 2000
@@ -165,8 +165,8 @@ def test_sentinel2_scene_keeps_its_pixels_and_georeference(
     ds = open_cube(write_cube(plan, tmp_path / f"ftw-{grid}.zarr", client=client).uri)
     gb = ds.odc.geobox
     # the source's corners sit on the cube's pixel edges
-    c0, r0 = ~gb.affine * (tf.c, tf.f)
-    c1, r1 = ~gb.affine * (tf * (w, h))
+    c0, r0 = ~gb.affine @ (tf.c, tf.f)
+    c1, r1 = ~gb.affine @ (tf @ (w, h))
     for v in (c0, r0, c1, r1):
         assert v == pytest.approx(round(v), abs=1e-9)
     c0, r0 = round(c0), round(r0)

@@ -89,6 +89,7 @@ def test_a_stopped_command_stops_its_run_quickly_and_cleanly(
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "CROPFLOW_STAC__TIMEOUT_S": "600",
         "CROPFLOW_STAC__DEADLINE_S": "600",
+        "PYTHONFAULTHANDLER": "1",  # SIGABRT on a stuck stop dumps every thread's stack
     }
     env.pop("PREFECT_API_URL", None)
     (tmp_path / "prefect-home").mkdir()
@@ -113,7 +114,12 @@ def test_a_stopped_command_stops_its_run_quickly_and_cleanly(
             os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         else:
             proc.send_signal(signal.SIGTERM)  # what a service manager does
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler: where it is stuck
+            _, err = proc.communicate(timeout=30)
+            pytest.fail(f"not stopped within 60 s; its threads:\n{err.decode()[-6000:]}")
         stopped_s = time.monotonic() - t0
     finally:
         if proc.poll() is None:

@@ -155,7 +155,8 @@ def _encoding(plan: CubePlan) -> dict[str, dict[str, Any]]:
         enc[name] = {"chunks": _chunks(plan), "compressors": [comp]}
         if _dtype(name, plan).kind == "f":
             enc[name]["_FillValue"] = np.nan
-    enc["time"] = {"units": "seconds since 1970-01-01", "dtype": "int64"}
+    # microseconds: acquisition times (period=None) carry fractions of a second
+    enc["time"] = {"units": "microseconds since 1970-01-01", "dtype": "int64"}
     return enc
 
 
@@ -344,9 +345,10 @@ def items_version(key: str, used: list[str]) -> str:
 def finalize(partial: Path, final: Path, summary: dict[str, Any], bad: list[BadItem]) -> None:
     """The final step: record summary and skipped items, mark complete, swap into place.
 
-    The region markers stay in the store (a rerun of a degraded cube reopens it and rewrites
-    only the regions of the skipped items). An existing cube at ``final`` is replaced by two
-    renames, so a reader sees the old cube or the new one, never a mix."""
+    The region markers are kept beside the store (:func:`kept_markers`): a rerun of a
+    degraded cube reopens it and rewrites only the regions of the skipped items. An existing
+    cube at ``final`` is replaced by two renames, so a reader sees the old cube or the new one,
+    never a mix."""
     group = zarr.open_group(str(partial), mode="r+", zarr_format=3)
     group.attrs.update(
         {
@@ -357,7 +359,18 @@ def finalize(partial: Path, final: Path, summary: dict[str, Any], bad: list[BadI
             ATTR + "complete": True,
         }
     )
+    kept = kept_markers(final)
+    if kept.exists():
+        shutil.rmtree(kept)
+    markers = partial / MARKER_DIR
+    if markers.is_dir():
+        markers.rename(kept)  # out of the store: Zarr warns about unknown folders
     replace_dir(partial, final)
+
+
+def kept_markers(final: Path) -> Path:
+    """Where the region markers of a complete cube are kept: ``.<name>.regions`` beside it."""
+    return final.with_name(f".{final.name}.regions")
 
 
 def reopen(final: Path, partial: Path, drop_regions: set[str]) -> None:
@@ -369,6 +382,9 @@ def reopen(final: Path, partial: Path, drop_regions: set[str]) -> None:
     group = zarr.open_group(str(partial), mode="r+", zarr_format=3)
     group.attrs[ATTR + "complete"] = False
     folder = partial / MARKER_DIR
+    kept = kept_markers(final)
+    if kept.is_dir() and not folder.exists():
+        kept.rename(folder)
     for key in drop_regions:
         (folder / f"{key}.json").unlink(missing_ok=True)
 

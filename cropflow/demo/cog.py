@@ -16,11 +16,14 @@ from rasterio.crs import CRS
 
 #: Largest internal block (real S2 COGs use 1024; the demo tiles are small).
 MAX_BLOCK = 512
+#: Smallest block GDAL's COG driver accepts without a warning.
+MIN_BLOCK = 128
 
 
 def block_size(rows: int, cols: int) -> int:
-    """The largest power of two, 16 .. MAX_BLOCK, not above half the smaller side."""
-    size = 16
+    """The largest power of two, MIN_BLOCK .. MAX_BLOCK, not above half the smaller side
+    (MIN_BLOCK for rasters smaller than that: one partial block)."""
+    size = MIN_BLOCK
     while size * 2 <= min(rows, cols) // 2 and size * 2 <= MAX_BLOCK:
         size *= 2
     return size

@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +39,10 @@ from cropflow.train.registry import (
 )
 from models.base import CropflowModel, build_model
 from models.contract import InputContract
+
+log = logging.getLogger(__name__)
+#: Metrics shown on each epoch line (with every val_ metric).
+EPOCH_LINE = ("loss", "train_loss")
 
 
 class TrainResult(BaseModel):
@@ -206,8 +212,23 @@ def train(
         _log_history_entry(logger, state.history[-1])
     logger.set_tags({"cropflow.status": "running", "cropflow.checkpoint_dir": str(store.directory)})
 
+    clock = {"last": time.perf_counter()}
+
     def log_epoch(epoch: int, metrics: dict[str, float], m: CropflowModel) -> None:
         logger.log_metrics(metrics, epoch)
+        now = time.perf_counter()
+        shown = ", ".join(
+            f"{k} {v:.4f}" for k, v in metrics.items() if k in EPOCH_LINE or k.startswith("val_")
+        )
+        log.info(
+            "epoch %d/%d of %s: %s (%.1f s)",
+            epoch,
+            params.epochs,
+            params.model.name,
+            shown,
+            now - clock["last"],
+        )
+        clock["last"] = now
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics, m)
 
