@@ -12,7 +12,7 @@ All in one process, on the same synthetic Sentinel-2-like COGs and the same core
   nodata=nan)`` -> SCL mask -> ``resample(time="1MS").median()`` -> ``to_zarr``) on the same
   cluster; its composites must equal cropflow's (asserted);
 * **loaders** (``--loaders``): decode throughput of ``odc.stac.load`` (dask), ``stackstac.stack``
-  and cropflow's region reader (odc-stac's reader, or the direct window read) on the cluster,
+  and cropflow's block reader (odc-stac's reader, or the direct window read) on the cluster,
   and the readers' CPU cost on one thread: the measurements behind the choice of reader;
 * **memory** (``--memory``): peak RSS of the whole process tree (this process and the Dask
   worker processes) of a fresh build at 1x, 4x and 16x the area, each in a child process.
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil  # type: ignore[import-untyped]
+import psutil
 import pystac
 import rasterio
 from rasterio.transform import from_origin
@@ -336,7 +336,7 @@ def memory_child(data_dir: Path, side: int, out: Path, chunk: int | None) -> Non
                 "peak_rss": peak["rss"],
                 "build_s": seconds,
                 "wall_s": wall,
-                "regions": ref.regions_total,
+                "blocks": ref.blocks_total,
                 "chunk": ref.chunk,
             }
         )
@@ -426,8 +426,8 @@ def measure_loaders(
         "odc.stac.load (dask, time chunk 1)": lambda: odc_load(1),
         "odc.stac.load (dask, time whole)": lambda: odc_load(len(items)),
         "stackstac.stack (dask)": stackstac_load,
-        "cropflow region reader (odc-stac reader)": lambda: region_reader(False),
-        "cropflow region reader (direct window read)": lambda: region_reader(True),
+        "cropflow block reader (odc-stac reader)": lambda: region_reader(False),
+        "cropflow block reader (direct window read)": lambda: region_reader(True),
     }
     best = dict.fromkeys(loaders, math.inf)
     for _ in range(rounds):
@@ -442,7 +442,7 @@ def measure_readers_in_process(
     items: list[pystac.Item], side: int, rounds: int = 3
 ) -> dict[str, float]:
     """Best CPU seconds, in this process on one thread, to read the bands of a ``side`` grid:
-    whole windows with rasterio (the floor), and 1024 px regions with each cropflow reader."""
+    whole windows with rasterio (the floor), and 1024 px blocks with each cropflow reader."""
     from odc.geo.geobox import GeoBox
 
     from cropflow.cube.plan import SourceBand
@@ -457,7 +457,7 @@ def measure_readers_in_process(
             SourceBand(href=href, dtype="uint16", nodata=0, crs=f"EPSG:{EPSG}", transform=tf)
         )
     bounds = grid_bounds(side)
-    regions = [(y, x) for y in range(0, side, 1024) for x in range(0, side, 1024)]
+    blocks = [(y, x) for y in range(0, side, 1024) for x in range(0, side, 1024)]
 
     def floor() -> None:
         for href in hrefs:
@@ -466,7 +466,7 @@ def measure_readers_in_process(
     def regions_with(direct: bool) -> None:
         from cropflow.cube.read import read_band, reader_context
 
-        for y, x in regions:
+        for y, x in blocks:
             box = gbox[y : y + 1024, x : x + 1024]
             with reader_context(box, scope=f"bench-{direct}") as ctx:
                 for src in srcs:
@@ -559,7 +559,7 @@ def main(argv: list[str] | None = None) -> None:
     build_cpu: list[float] = []
     task_s: list[float] = []
     with make_local_cluster(**local_cluster_kwargs(settings)) as cluster, Client(cluster) as client:
-        client.run(lambda: __import__("cropflow.cube.region"))
+        client.run(lambda: __import__("cropflow.cube.block"))
         cube_uri = args.out / "cropflow.zarr"
         run_cropflow(items, min(args.side, 1024), cube_uri, client, args.chunk)  # warm-up
         for _ in range(args.repeats):  # interleaved, best of: the machine is shared
@@ -587,7 +587,7 @@ def main(argv: list[str] | None = None) -> None:
             cropflow_cpu_s=min(build_cpu),
             cpu_ratio_to_floor=min(floor_cpu) / min(build_cpu),
             chunk=ref.chunk,
-            regions=ref.regions_total,
+            blocks=ref.blocks_total,
             cube_MB=ref.size_bytes / 1e6,
             steps=len(ref.times),
         )
@@ -597,8 +597,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(
             f"cropflow (best of {len(builds)}): {secs:.1f} s, {nbytes / secs / 1e6:.0f} MB/s, "
-            f"ratio to floor {floor_s / secs:.2f} ({ref.regions_total} regions of {ref.chunk}; "
-            f"region tasks {min(task_s):.1f} s summed over workers)"
+            f"ratio to floor {floor_s / secs:.2f} ({ref.blocks_total} blocks of {ref.chunk}; "
+            f"block tasks {min(task_s):.1f} s summed over workers)"
         )
         print(
             f"CPU time: floor {min(floor_cpu):.1f} s, cropflow {min(build_cpu):.1f} s "
@@ -639,7 +639,7 @@ def main(argv: list[str] | None = None) -> None:
             res["area"] = f"{m}x"
             mem.append(res)
             print(
-                f"memory {m}x ({side} px, {res['regions']} regions): peak tree RSS "
+                f"memory {m}x ({side} px, {res['blocks']} blocks): peak tree RSS "
                 f"{res['peak_rss'] / 2**20:.0f} MiB, build {res['build_s']:.1f} s"
             )
         report["memory"] = mem

@@ -2,7 +2,7 @@
 
 One run does what ``cropflow demo`` does up to training, with the library calls the retrain
 flow's tasks wrap (no Prefect): generate the default demo region (:class:`DemoConfig`, two
-256 px tiles) under ``<workdir>/demo-region``, search it through the STAC API the search step
+256 px tiles) under ``<workdir>/demo``, search it through the STAC API the search step
 serves itself (provider ``local-demo``), write the monthly cube (the region's grid, the
 :class:`CubeParams` defaults), build one training set per input kind with spatial block
 splits, train each family (:func:`cropflow.train.train`, MLflow on SQLite in the workdir, no
@@ -52,10 +52,10 @@ GOAL = 0.85
 def prepare(
     work: Path, block_size_px: int, patch_block_size_px: int, patch_stride: int, kinds: list[Kind]
 ) -> dict[str, Any]:
-    """Region -> search -> cube -> one training set per kind; references, sizes and timings."""
+    """Block -> search -> cube -> one training set per kind; references, sizes and timings."""
     from cropflow.chain import cube_params_for, embedded_demo_region, labels_for, search_params_for
     from cropflow.cube import CubeParams, plan_from_search, write_cube
-    from cropflow.demo import DemoConfig, generate_region
+    from cropflow.demo import DemoConfig, generate_demo
     from cropflow.labels import TrainingSetOptions, TrainingSetParams, build_training_set
     from cropflow.settings import get_settings
     from cropflow.stac.search import search_and_save
@@ -70,7 +70,7 @@ def prepare(
         clock = now
 
     config = DemoConfig()
-    generate_region(get_settings().demo_dir, config)
+    generate_demo(get_settings().demo_dir, config)
     lap("region")
     region = embedded_demo_region()
     search = search_and_save(search_params_for(region))
@@ -154,7 +154,7 @@ def markdown(prep: dict[str, Any], rows: list[dict[str, Any]], info: str) -> str
         "",
         info,
         "",
-        f"Region {prep['region']}; {prep['n_items']} STAC items; monthly cube of "
+        f"Block {prep['region']}; {prep['n_items']} STAC items; monthly cube of "
         f"{cube['times']} steps x {len(cube['bands'])} variables ({', '.join(cube['bands'])}), "
         f"grid {cube['shape']} ({cube['mib']:.0f} MiB). Steps: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in prep["seconds"].items())
@@ -214,7 +214,7 @@ def main() -> None:
 
     work = (args.workdir or Path(tempfile.mkdtemp(prefix="bench-demo-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    # before any settings are read: the workdir (demo_dir = <workdir>/demo-region) and MLflow
+    # before any settings are read: the workdir (demo_dir = <workdir>/demo) and MLflow
     os.environ["CROPFLOW_WORKDIR"] = str(work)
     os.environ["CROPFLOW_MLFLOW__TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
     torch.set_num_threads(args.threads)

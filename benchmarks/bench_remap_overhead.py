@@ -47,13 +47,13 @@ def setup(size: str, epochs: int) -> Any:
         search_params_for,
     )
     from cropflow.cube import CubeParams, plan_from_search, write_cube
-    from cropflow.demo import generate_region
+    from cropflow.demo import generate_demo
     from cropflow.labels import TrainingSetOptions, TrainingSetParams, build_training_set
     from cropflow.settings import get_settings
     from cropflow.stac.search import search_and_save
     from cropflow.train import TrainOptions, TrainParams, run_training
 
-    generate_region(get_settings().demo_dir, demo_config(size, None))
+    generate_demo(get_settings().demo_dir, demo_config(size, None))
     region = embedded_demo_region()
     search = search_and_save(search_params_for(region))
     plan = plan_from_search(search.uri, search.provider, cube_params_for(region, CubeParams()))

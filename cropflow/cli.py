@@ -241,9 +241,10 @@ def _run_training_set(params: TrainingSetParams) -> None:
 
 
 def _run_train(params: TrainParams) -> None:
-    from cropflow.train import run_training
+    from flows.train import train_flow
 
-    outcome = run_training(params, progress=True)
+    with prefect_api():
+        outcome = train_flow(params)
     typer.echo(outcome.to_markdown())
 
 
@@ -275,7 +276,7 @@ params_command(
     "train",
     TrainParams,
     no_credentials(_run_train),
-    "Train a model (progress bar), log it to MLflow and register it.",
+    "Train a model (a line per epoch), log it to MLflow and register it.",
     wrap=friendly_errors,
 )
 params_command(

@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     @property
     def demo_dir(self) -> Path:
         """Where the bundled demo region is generated."""
-        return self.workdir / "demo-region"
+        return self.workdir / "demo"
 
     @property
     def mlflow_dir(self) -> Path:

@@ -2,7 +2,7 @@
 
 The flow's tasks run on Dask through prefect-dask's ``DaskTaskRunner`` (a LocalCluster sized by
 ``settings.dask``, or the cluster at ``settings.dask.address``); the write task submits one
-task per cube region to the same cluster.
+task per cube block to the same cluster.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from prefect import flow
 from prefect.task_runners import TaskRunner
-from prefect_dask import DaskTaskRunner
+from prefect_dask.task_runners import DaskTaskRunner
 
 from cropflow.cube import CubeParams, CubeRef
 from cropflow.cube.cluster import local_cluster_kwargs, make_local_cluster

@@ -24,7 +24,7 @@ def demo_config_task(size: str, seed: int | None) -> DemoConfig:
     return demo_config(size, seed)
 
 
-@task(name="embedded-demo-region")
+@task(name="embedded-demo")
 def embedded_demo_region_task() -> RegionConfig:
     """The demo region, searched through a STAC API the search step serves itself."""
     return embedded_demo_region()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from cropflow.stac.search import SearchParams, SearchResult
+from cropflow.stac.params import SearchParams
+from cropflow.stac.search import SearchResult
 from tasks.search import publish_search_summary, search_items
 
 

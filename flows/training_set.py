@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from cropflow.labels.build import TableImportParams, TrainingSetParams
+from cropflow.labels.build import TableImportParams
+from cropflow.labels.options import TrainingSetParams
 from cropflow.labels.summary import TrainingSetSummary
 from tasks.labels import (
     import_sample_tables_task,

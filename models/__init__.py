@@ -13,37 +13,13 @@ from cropflow.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from models.base import (
-        FAMILY_NAMES as FAMILY_NAMES,
-    )
-    from models.base import (
         Batch as Batch,
     )
     from models.base import (
         CropflowModel as CropflowModel,
     )
     from models.base import (
-        CropMaskLSTMConfig as CropMaskLSTMConfig,
-    )
-    from models.base import (
-        FieldBiGRUConfig as FieldBiGRUConfig,
-    )
-    from models.base import (
-        LTAEConfig as LTAEConfig,
-    )
-    from models.base import (
-        ModelConfig as ModelConfig,
-    )
-    from models.base import (
         ModelOutput as ModelOutput,
-    )
-    from models.base import (
-        TempCNNConfig as TempCNNConfig,
-    )
-    from models.base import (
-        UNetConfig as UNetConfig,
-    )
-    from models.base import (
-        UTAEConfig as UTAEConfig,
     )
     from models.base import (
         build_model as build_model,
@@ -51,12 +27,16 @@ if TYPE_CHECKING:
     from models.base import (
         ids_to_indices as ids_to_indices,
     )
-    from models.base import (
-        model_config_json_schema as model_config_json_schema,
-    )
-    from models.base import (
-        parse_model_config as parse_model_config,
-    )
+    from models.configs import FAMILY_NAMES as FAMILY_NAMES
+    from models.configs import CropMaskLSTMConfig as CropMaskLSTMConfig
+    from models.configs import FieldBiGRUConfig as FieldBiGRUConfig
+    from models.configs import LTAEConfig as LTAEConfig
+    from models.configs import ModelConfig as ModelConfig
+    from models.configs import TempCNNConfig as TempCNNConfig
+    from models.configs import UNetConfig as UNetConfig
+    from models.configs import UTAEConfig as UTAEConfig
+    from models.configs import model_config_json_schema as model_config_json_schema
+    from models.configs import parse_model_config as parse_model_config
     from models.serialization import (
         load_model as load_model,
     )

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cropflow.errors import ContractError
-from models.base import Batch, CropflowModel, CropMaskLSTMConfig, ModelOutput
+from models.base import Batch, CropflowModel, ModelOutput
+from models.configs import CropMaskLSTMConfig
 from models.contract import InputContract
 from models.layers import BatchNorm1dAnyBatch, pack_valid_steps
 

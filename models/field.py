@@ -25,7 +25,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.base import Batch, CropflowModel, FieldBiGRUConfig, ModelOutput
+from models.base import Batch, CropflowModel, ModelOutput
+from models.configs import FieldBiGRUConfig
 from models.contract import InputContract
 from models.layers import MaskedGroupNorm, pack_valid_steps, scatter_frames
 

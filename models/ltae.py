@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from models.base import Batch, CropflowModel, LTAEConfig, ModelOutput
+from models.base import Batch, CropflowModel, ModelOutput
+from models.configs import LTAEConfig
 from models.contract import InputContract
 from models.layers import BatchNorm1dAnyBatch, TemporalAttentionEncoder
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from cropflow.errors import ContractError, DataError
-from models.base import CropflowModel, build_model, parse_model_config
+from models.base import CropflowModel, build_model
+from models.configs import parse_model_config
 from models.contract import InputContract
 
 CONFIG_FILE = "config.json"

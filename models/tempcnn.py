@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from models.base import Batch, CropflowModel, ModelOutput, TempCNNConfig
+from models.base import Batch, CropflowModel, ModelOutput
+from models.configs import TempCNNConfig
 from models.contract import InputContract
 from models.layers import BatchNorm1dAnyBatch
 

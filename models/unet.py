@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from models.base import Batch, CropflowModel, ModelOutput, UNetConfig
+from models.base import Batch, CropflowModel, ModelOutput
+from models.configs import UNetConfig
 from models.contract import InputContract
 from models.layers import pad_to_multiple
 

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cropflow.errors import ContractError
-from models.base import Batch, CropflowModel, ModelOutput, UTAEConfig
+from models.base import Batch, CropflowModel, ModelOutput
+from models.configs import UTAEConfig
 from models.contract import InputContract
 from models.layers import TemporalAttentionEncoder, pad_to_multiple, scatter_frames
 
@@ -74,7 +75,8 @@ class _DownBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out: Tensor = self.conv1(self.down(x))
-        return out + self.conv2(out)
+        result: Tensor = out + self.conv2(out)
+        return result
 
 
 class _UpBlock(nn.Module):
@@ -96,7 +98,8 @@ class _UpBlock(nn.Module):
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
         out = torch.cat([self.up(x), self.skip_conv(skip)], dim=1)
         out = self.conv1(out)
-        return out + self.conv2(out)
+        result: Tensor = out + self.conv2(out)
+        return result
 
 
 class UTAENet(nn.Module):

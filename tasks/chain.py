@@ -10,7 +10,7 @@ from cropflow.chain import cube_params_for, labels_for, search_params_for
 from cropflow.cube import CubeParams
 from cropflow.labels import LabelSource
 from cropflow.regions import RegionConfig, as_region
-from cropflow.stac.search import SearchParams
+from cropflow.stac.params import SearchParams
 
 
 @task(name="resolve-region")

@@ -18,9 +18,9 @@ def plan_cube_task(search_uri: str, provider: str | None, params: CubeParams) ->
 
 @task(name="cube-write", **stage_task_options())
 def write_cube_task(plan: CubePlan, uri: str | None, rebuild: bool = False) -> CubeRef:
-    """Write (or resume, or repair a degraded) cube region by region on the Dask cluster; its
-    reference. ``rebuild``: every region again. A progress artifact follows the regions."""
-    progress = progress_artifact(f"regions of cube {plan.key}")
+    """Write (or resume, or repair a degraded) cube block by block on the Dask cluster; its
+    reference. ``rebuild``: every block again. A progress artifact follows the blocks."""
+    progress = progress_artifact(f"blocks of cube {plan.key}")
     return write_cube(plan, uri, on_progress=progress, rebuild=rebuild)
 
 

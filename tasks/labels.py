@@ -10,13 +10,13 @@ from cropflow.labels.build import (
     PreparedLabels,
     SplitResult,
     TableImportParams,
-    TrainingSetParams,
     import_sample_tables,
     prepare_labels,
     rasterize_labels,
     split_labels,
     write_training_set,
 )
+from cropflow.labels.options import TrainingSetParams
 from cropflow.labels.summary import TrainingSetSummary
 from cropflow.orchestration.caching import stage_task_options
 

@@ -7,7 +7,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from cropflow.orchestration.caching import SEARCH_CACHE_EXPIRATION, stage_task_options
 from cropflow.orchestration.retries import network_retry_options
-from cropflow.stac.search import SearchParams, SearchResult, search_and_save
+from cropflow.stac.params import SearchParams
+from cropflow.stac.search import SearchResult, search_and_save
 
 
 @task(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pystac
 import pytest
 import rasterio
 import shapely
-from distributed import Client, LocalCluster
+from distributed import Client
 from pyproj import CRS, Transformer
 from rasterio.transform import Affine
 from rasterio.windows import Window
@@ -44,17 +43,6 @@ TILE_X0 = {"33UVA": 399_960.0, "33UWA": 499_980.0}
 #: The AOI: 5 km x 3 km, inside both tiles (their overlap), near the zone's central meridian.
 AOI_UTM = (500_513.0, 5_750_007.0, 505_517.0, 5_753_004.0)
 DATES = [datetime(2024, m, 10, 10, 20, tzinfo=UTC) for m in (5, 6)]
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
 
 
 def _to_lonlat() -> Transformer:
@@ -129,7 +117,7 @@ def _item(tile: str, when: datetime, folder: Path, seed: int) -> dict[str, Any]:
     )
     props.pop("proj:centroid", None)
     item["links"] = []
-    assets = {}
+    assets: dict[str, Any] = {}
     for key, res, dtype, fill in (
         ("red", 10, "uint16", 0),
         ("nir", 10, "uint16", 0),
@@ -223,7 +211,7 @@ def test_the_regions_aoi_bounds_the_cube_not_the_tiles(
     # the same region built again: the same cube, found complete
     again = plan_from_search(search.uri, search.provider, cube_params_for(region, CubeParams()))
     assert again.key == plan.key
-    assert write_cube(again, client=client).regions_written == 0
+    assert write_cube(again, client=client).blocks_written == 0
 
 
 def test_the_aoi_reaches_the_cube_of_every_chained_flow(tmp_path: Path, catalog: Path) -> None:

@@ -10,7 +10,6 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 import rasterio
 import rioxarray  # noqa: F401  (registers the .rio accessor)
-from distributed import Client, LocalCluster
+from distributed import Client
 from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 from test_cube_support import SCALE, Scene, make_scene, nanmedian, write_cog
@@ -30,17 +29,6 @@ from cropflow.errors import DataError, ProviderError
 from cropflow.stac.profiles import get_profile
 
 PROFILE = get_profile("local-demo")
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +96,11 @@ def test_monthly_composites_equal_masked_median_and_georeference(
     assert ds.attrs["cropflow:params"]["bands"] == ["red", "nir"]
     assert ds.red.dtype == np.float32 and ds.valid_count.dtype == np.uint8
     assert ds.interpolated.dtype == bool
-    assert ref.regions_total == 4 and ref.regions_written == 4
+    assert ref.blocks_total == 4 and ref.blocks_written == 4
     assert ref.steps[0].mean_valid_obs == pytest.approx(counts[0].mean())
     # a second run finds the finished cube and reads nothing
     again = write_cube(plan, tmp_path / "c.zarr", client=client)
-    assert again.regions_written == 0 and again.key == ref.key
+    assert again.blocks_written == 0 and again.key == ref.key
 
 
 def test_acquisition_dates_and_gap_filling(scene: Scene, client: Client, tmp_path: Path) -> None:
@@ -175,8 +163,8 @@ def test_building_is_lazy_until_the_write(
     assert lazy.red.data.npartitions == 4
     ref = write_cube(plan, tmp_path / "w.zarr", client=client)
     n_written = sum(reads.values())
-    # every COG (2 bands + SCL per item) is read once per region
-    assert n_written == len(scene.items) * 3 * ref.regions_total
+    # every COG (2 bands + SCL per item) is read once per block
+    assert n_written == len(scene.items) * 3 * ref.blocks_total
     computed = lazy.compute()
     assert sum(reads.values()) == 2 * n_written
     stored = open_cube(ref.uri).compute()
@@ -209,7 +197,7 @@ def test_missing_and_corrupt_cogs_are_skipped_and_recorded(
     with Path(corrupt).open("r+b") as f:
         f.truncate(Path(corrupt).stat().st_size // 3)
     ref = write_cube(plan, tmp_path / "b.zarr", client=client)
-    assert reads["file://" + corrupt] == 3  # one region: the first try and two retries
+    assert reads["file://" + corrupt] == 3  # one block: the first try and two retries
     assert {(b.id, b.stage) for b in ref.bad_items} == {
         (sc.items[1].id, "preflight"),
         (sc.items[2].id, "read"),
@@ -231,7 +219,7 @@ def test_a_degraded_cube_is_repaired_by_the_rerun_once_its_items_read(
 ) -> None:
     """A cube built without some items (one missing at planning, one unreadable while
     reading) is marked degraded; once the files are back, the same build retries them,
-    rewrites only the regions they touch and gives the cube a clean build gives."""
+    rewrites only the blocks they touch and gives the cube a clean build gives."""
     sc = make_scene(tmp_path / "s", n_dates=4, shape=(64, 64), seed=7, nodata_corner=False)
     p = params(sc, max_bad_fraction=0.6, retries=1, retry_backoff_s=0.01, chunk_size=32)
     clean = open_cube(write_cube(plan_cube(sc.items, PROFILE, p), tmp_path / "clean.zarr",
@@ -245,7 +233,7 @@ def test_a_degraded_cube_is_repaired_by_the_rerun_once_its_items_read(
     trunc.write_bytes(saved[trunc][: len(saved[trunc]) // 3])
     out = tmp_path / "cube.zarr"
     ref = write_cube(plan, out, client=client)
-    assert ref.degraded and ref.n_items == 2 and ref.regions_written == 4
+    assert ref.degraded and ref.n_items == 2 and ref.blocks_written == 4
     ds = open_cube(out)
     assert ds.attrs["cropflow:degraded"] is True
     assert not np.array_equal(ds.nir.values, clean.nir.values, equal_nan=True)
@@ -262,20 +250,20 @@ def test_a_degraded_cube_is_repaired_by_the_rerun_once_its_items_read(
     repaired = write_cube(replan, out, client=client)
     assert not repaired.degraded and repaired.n_items == 4 and not repaired.bad_items
     assert repaired.version != ref.version, "the content stamp follows the items used"
-    assert repaired.regions_written == 4  # both items cover the whole 2 x 2 regions
+    assert repaired.blocks_written == 4  # both items cover the whole 2 x 2 blocks
     fixed = open_cube(out).load()
     assert fixed.attrs["cropflow:degraded"] is False
     for var in ("red", "nir", "ndvi", "valid_count", "interpolated"):
         np.testing.assert_array_equal(fixed[var].values, clean[var].values)
     # complete now: found as it is
-    assert write_cube(replan, out, client=client).regions_written == 0
+    assert write_cube(replan, out, client=client).blocks_written == 0
 
 
 @pytest.mark.faults
 def test_a_degraded_cube_rewrites_only_the_regions_of_its_missing_items(
     client: Client, tmp_path: Path
 ) -> None:
-    # two tiles side by side; one tile's COG unreadable: only its regions are rewritten
+    # two tiles side by side; one tile's COG unreadable: only its blocks are rewritten
     west = make_scene(tmp_path / "w", n_dates=2, shape=(32, 64), seed=1, nodata_corner=False)
     east = make_scene(
         tmp_path / "e", n_dates=2, shape=(32, 64), seed=2, nodata_corner=False,
@@ -294,11 +282,11 @@ def test_a_degraded_cube_rewrites_only_the_regions_of_its_missing_items(
     bad.write_bytes(saved[:100])
     plan = plan_cube(items, PROFILE, p)
     ref = write_cube(plan, tmp_path / "c.zarr", client=client)
-    assert ref.degraded and ref.regions_total == 4
+    assert ref.degraded and ref.blocks_total == 4
     bad.write_bytes(saved)
     repaired = write_cube(plan_cube(items, PROFILE, p), tmp_path / "c.zarr", client=client)
     assert not repaired.degraded
-    assert repaired.regions_written == 2, "the east tile's two regions only"
+    assert repaired.blocks_written == 2, "the east tile's two blocks only"
 
 
 def test_mixed_radiometry_uses_the_float_kernel(
@@ -394,12 +382,12 @@ from distributed import Client, LocalCluster
 import cropflow.cube.build as build
 from cropflow.cube.plan import CubePlan
 
-real = build.build_region
-def slow(region, plan, path, scope=""):
-    out = real(region, plan, path, scope)
-    time.sleep(0.3)  # time for the test to kill the build between regions
+real = build.build_block
+def slow(block, plan, path, scope=""):
+    out = real(block, plan, path, scope)
+    time.sleep(0.3)  # time for the test to kill the build between blocks
     return out
-build.build_region = slow
+build.build_block = slow
 if __name__ == "__main__":
     plan = CubePlan.model_validate_json(Path(sys.argv[1]).read_text())
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
@@ -414,13 +402,13 @@ def test_killed_build_resumes_without_rewriting_finished_regions(
     scene: Scene, client: Client, tmp_path: Path
 ) -> None:
     plan = plan_cube(scene.items, PROFILE, params(scene, chunk_size=32))
-    total = len(plan.regions())
+    total = len(plan.blocks())
     assert total == 9
     (tmp_path / "plan.json").write_text(plan.model_dump_json())
     (tmp_path / "run.py").write_text(textwrap.dedent(RESUME_SCRIPT))
     final = tmp_path / "r.zarr"
     partial = tmp_path / "r.zarr.partial"
-    markers = partial / "_cropflow_regions"
+    markers = partial / "_cropflow_blocks"
     proc = subprocess.Popen(
         [sys.executable, str(tmp_path / "run.py"), str(tmp_path / "plan.json"), str(final)],
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
@@ -449,11 +437,11 @@ def test_killed_build_resumes_without_rewriting_finished_regions(
     time.sleep(0.01)
     progress: list[tuple[int, int]] = []
     ref = write_cube(plan, final, client=client, on_progress=lambda d, t: progress.append((d, t)))
-    assert ref.regions_written == total - len(done)
-    # Progress starts at the regions already written and counts up to all of them.
+    assert ref.blocks_written == total - len(done)
+    # Progress starts at the blocks already written and counts up to all of them.
     assert progress == [(n, total) for n in range(len(done), total + 1)]
     moved = {final / f.relative_to(partial): t for f, t in chunk_files.items()}
-    assert {f: f.stat().st_mtime_ns for f in moved} == moved, "finished regions were rewritten"
+    assert {f: f.stat().st_mtime_ns for f in moved} == moved, "finished blocks were rewritten"
     resumed = open_cube(final).compute()
     fresh = open_cube(write_cube(plan, tmp_path / "fresh.zarr", client=client).uri).compute()
     for name in plan.variables:

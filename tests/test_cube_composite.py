@@ -60,7 +60,7 @@ def test_masked_median_equals_nanmedian(
 ) -> None:
     rng = np.random.default_rng(seed)
     hi = 250 if dtype is np.uint8 else 60000
-    layers = [rng.integers(1, hi, size=(9, 11)).astype(dtype) for _ in range(n)]
+    layers: list[np.ndarray] = [rng.integers(1, hi, size=(9, 11)).astype(dtype) for _ in range(n)]
     valid = rng.random((n, 9, 11)) < p_valid
     values, count = masked_median(layers, valid, scale, offset)
     stack = np.stack(layers).astype(np.float64)

@@ -11,7 +11,8 @@ from test_cube_support import make_scene
 
 from cropflow.cube import CubeParams, GridParams, open_cube
 from cropflow.settings import DaskSettings
-from cropflow.stac.search import SearchParams, save_search
+from cropflow.stac.params import SearchParams
+from cropflow.stac.search import save_search
 
 
 @pytest.mark.slow
@@ -36,7 +37,7 @@ def test_build_cube_flow_writes_cube_and_summary(tmp_path: Path) -> None:
     flow = build_cube_flow.with_options(task_runner=runner)
     out = str(tmp_path / "cube.zarr")
     ref = flow(result.uri, result.provider, params, out)
-    assert ref.uri == out and ref.regions_total == 4 and ref.regions_written == 4
+    assert ref.uri == out and ref.blocks_total == 4 and ref.blocks_written == 4
     ds = open_cube(ref.uri)
     assert ds.attrs["cropflow:search_uri"] == result.uri
     assert ds.attrs["cropflow:provider"] == "local-demo"
@@ -48,4 +49,4 @@ def test_build_cube_flow_writes_cube_and_summary(tmp_path: Path) -> None:
         )
     assert arts and ref.key in str(arts[-1].data) and "EPSG:32633" in str(arts[-1].data)
     again = flow(result.uri, None, params, out)  # provider recorded with the search
-    assert again.key == ref.key and again.regions_written == 0
+    assert again.key == ref.key and again.blocks_written == 0

@@ -1,4 +1,4 @@
-"""Grid, region and period arithmetic of the datacube (hypothesis property tests)."""
+"""Grid, block and period arithmetic of the datacube (hypothesis property tests)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pyproj import CRS, Transformer
 
 from cropflow.cube.grid import (
     AUTO_CHUNKS,
+    blocks,
     choose_chunk,
     derive_grid,
     make_grid,
-    regions,
     snap_bounds,
     utm_epsg,
     utm_zone,
@@ -89,10 +89,10 @@ def test_utm_zone_svalbard_exception(lon: float, zone: int) -> None:
 @settings(deadline=None)
 def test_regions_cover_grid_exactly_once(h: int, w: int, chunk: int) -> None:
     hits = np.zeros((h, w), dtype=np.int32)
-    rs = regions((h, w), chunk)
+    rs = blocks((h, w), chunk)
     for r in rs:
         assert 0 < r.shape[0] <= chunk and 0 < r.shape[1] <= chunk
-        # regions start on chunk multiples: one region = one Zarr chunk
+        # blocks start on chunk multiples: one block = one Zarr chunk
         assert r.y0 == r.iy * chunk and r.x0 == r.ix * chunk
         hits[r.slices] += 1
     assert (hits == 1).all()
@@ -190,14 +190,14 @@ def test_acquisition_axis_one_step_per_solar_day() -> None:
     b=st.integers(1, 12),
 )
 def test_auto_chunk_fits_budget_when_possible(budget: int, n: int, v: int, d: int, b: int) -> None:
-    from cropflow.cube.grid import region_memory_bytes
+    from cropflow.cube.grid import block_memory_bytes
 
     c = choose_chunk(budget, n, v, d, b)
     assert c in AUTO_CHUNKS
     if c != AUTO_CHUNKS[-1]:
-        assert region_memory_bytes(c, n, v, d, b) <= budget
+        assert block_memory_bytes(c, n, v, d, b) <= budget
     bigger = [x for x in AUTO_CHUNKS if x > c]
-    assert all(region_memory_bytes(x, n, v, d, b) > budget for x in bigger)
+    assert all(block_memory_bytes(x, n, v, d, b) > budget for x in bigger)
 
 
 def test_bad_parameters_name_the_field() -> None:

@@ -4,7 +4,6 @@ Sentinel-2 scene (UTM), with georeference checked against rasterio's view of the
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -13,7 +12,7 @@ import pystac
 import pytest
 import rasterio
 import rioxarray  # noqa: F401  (registers the .rio accessor)
-from distributed import Client, LocalCluster
+from distributed import Client
 from pyproj import CRS, Transformer
 from test_cube_support import asset_profile, lonlat_footprint
 
@@ -25,17 +24,6 @@ FTW_DATES = (
     dt.datetime(2021, 6, 17, 10, 0, tzinfo=dt.UTC),
     dt.datetime(2021, 9, 25, 10, 0, tzinfo=dt.UTC),
 )
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
 
 
 def _item(

@@ -37,7 +37,7 @@ from rasterio.windows import from_bounds
 from rio_cogeo.cogeo import cog_validate
 
 from cropflow.bands import S2_SPECTRAL, S2_TEN_BANDS, SCL
-from cropflow.demo import DemoConfig, DemoWorld, RegionManifest, generate_region, load_region
+from cropflow.demo import DemoConfig, DemoManifest, DemoWorld, generate_demo, load_demo
 from cropflow.demo.grid import (
     EAST_EDGE_33UUT,
     WEST_EDGE_33UVT,
@@ -72,18 +72,18 @@ CLEAR_SCL = {4, 5, 6}
 
 
 @pytest.fixture(scope="module")
-def region(tmp_path_factory: pytest.TempPathFactory) -> RegionManifest:
-    return generate_region(tmp_path_factory.mktemp("demo") / "region", TINY)
+def region(tmp_path_factory: pytest.TempPathFactory) -> DemoManifest:
+    return generate_demo(tmp_path_factory.mktemp("demo") / "region", TINY)
 
 
 @pytest.fixture(scope="module")
-def world(region: RegionManifest) -> DemoWorld:
+def world(region: DemoManifest) -> DemoWorld:
     assert region.root is not None
     return DemoWorld.from_region(region.root)
 
 
 @pytest.fixture(scope="module")
-def items(region: RegionManifest) -> list[dict[str, Any]]:
+def items(region: DemoManifest) -> list[dict[str, Any]]:
     return json.loads(region.path("items").read_text())["features"]
 
 
@@ -111,7 +111,7 @@ def _item_date(item: dict[str, Any]) -> date:
     return datetime.fromisoformat(item["properties"]["datetime"].replace("Z", "+00:00")).date()
 
 
-def _window(region: RegionManifest, item: dict[str, Any]) -> tuple[slice, slice]:
+def _window(region: DemoManifest, item: dict[str, Any]) -> tuple[slice, slice]:
     """10 m world-grid slices of an item's tile, from the item's own proj fields."""
     xmin, _, _, ymax = item["assets"]["red"]["proj:bbox"]
     rows, cols = item["assets"]["red"]["proj:shape"]
@@ -151,17 +151,17 @@ def test_bad_config_is_refused_with_a_hint(changes: dict[str, Any], named: str) 
 def test_too_small_a_region_for_every_class_is_refused(tmp_path: Path) -> None:
     cramped = DemoConfig(tile_size=32, tile_overlap=8, field_size_ha=20.0)
     with pytest.raises(ConfigError, match="fields"):
-        generate_region(tmp_path / "r", cramped)
+        generate_demo(tmp_path / "r", cramped)
     assert not (tmp_path / "r").exists()
 
 
-def test_layout_and_manifest(region: RegionManifest) -> None:
+def test_layout_and_manifest(region: DemoManifest) -> None:
     assert region.root is not None
     root = region.root
     for name in ("collection", "items", "parcels", "points", "mapping"):
         assert region.path(name).is_file(), name
     assert (root / "truth/classes.tif").is_file() and (root / "truth/field_id.tif").is_file()
-    assert load_region(root) == region
+    assert load_demo(root) == region
     assert region.config == TINY and region.config_hash == TINY.config_hash()
     assert len(region.tiles) >= 2
     assert {t.crs for t in region.tiles} == {region.grid.crs}
@@ -173,10 +173,10 @@ def test_layout_and_manifest(region: RegionManifest) -> None:
     assert not list(root.parent.glob(f"{root.name}.tmp-*"))
 
 
-def test_generate_again_is_a_no_op(region: RegionManifest) -> None:
+def test_generate_again_is_a_no_op(region: DemoManifest) -> None:
     assert region.root is not None
     stamp = (region.root / "region.json").stat().st_mtime_ns
-    again = generate_region(region.root, TINY)
+    again = generate_demo(region.root, TINY)
     assert again == region
     assert (region.root / "region.json").stat().st_mtime_ns == stamp
 
@@ -184,23 +184,23 @@ def test_generate_again_is_a_no_op(region: RegionManifest) -> None:
 def test_a_folder_that_is_not_a_region_is_refused(tmp_path: Path) -> None:
     (tmp_path / "mine.txt").write_text("precious")
     with pytest.raises(ConfigError, match="not empty"):
-        generate_region(tmp_path, MICRO)
+        generate_demo(tmp_path, MICRO)
     assert (tmp_path / "mine.txt").read_text() == "precious"
     with pytest.raises(DataError):
-        load_region(tmp_path)
+        load_demo(tmp_path)
 
 
 def test_same_seed_gives_identical_files_other_seed_differs(tmp_path: Path) -> None:
     first = tmp_path / "a"
-    generate_region(first, MICRO)
+    generate_demo(first, MICRO)
     hashes = _hashes(first)
     first.rename(tmp_path / "a-old")
-    generate_region(first, MICRO)  # the same path, so that file:// hrefs match too
+    generate_demo(first, MICRO)  # the same path, so that file:// hrefs match too
     assert _hashes(first) == hashes
     assert len(hashes) > 50
 
     other = DemoConfig(**(MICRO.model_dump() | {"seed": MICRO.seed + 1}))
-    replaced = generate_region(first, other)  # replaces the region of the other config
+    replaced = generate_demo(first, other)  # replaces the region of the other config
     assert replaced.config.seed == MICRO.seed + 1
     changed = _hashes(first)
     for name in ("truth/classes.tif", "labels/parcels.gpkg", "labels/points.csv"):
@@ -214,7 +214,7 @@ def test_a_killed_generation_leaves_no_region(tmp_path: Path) -> None:
     out = tmp_path / "region"
     code = (
         "import sys; from pathlib import Path; from cropflow.demo import DemoConfig, "
-        "generate_region; generate_region(Path(sys.argv[1]), DemoConfig.tiny(seed=3))"
+        "generate_demo; generate_demo(Path(sys.argv[1]), DemoConfig.tiny(seed=3))"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(out)])
     tmp = tmp_path / f"region.tmp-{proc.pid}"
@@ -229,9 +229,9 @@ def test_a_killed_generation_leaves_no_region(tmp_path: Path) -> None:
     assert tmp.is_dir()  # the half region stays aside ...
     assert not out.exists()  # ... and nothing looks complete
     with pytest.raises(DataError):
-        load_region(out)
-    generate_region(out, MICRO)
-    assert load_region(out).config == MICRO
+        load_demo(out)
+    generate_demo(out, MICRO)
+    assert load_demo(out).config == MICRO
     assert not tmp.exists()  # the dead generation's leftovers are cleaned up
 
 
@@ -239,7 +239,7 @@ def test_a_killed_generation_leaves_no_region(tmp_path: Path) -> None:
 
 
 def test_cogs_are_valid_uint16_with_nodata_and_native_resolution(
-    region: RegionManifest, items: list[dict[str, Any]]
+    region: DemoManifest, items: list[dict[str, Any]]
 ) -> None:
     for n, item in enumerate(items):
         for key, asset in item["assets"].items():
@@ -267,7 +267,7 @@ def test_cogs_are_valid_uint16_with_nodata_and_native_resolution(
 
 
 def test_overlapping_tiles_agree_on_the_overlap(
-    region: RegionManifest, originals: list[dict[str, Any]]
+    region: DemoManifest, originals: list[dict[str, Any]]
 ) -> None:
     by_time: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for item in originals:
@@ -294,7 +294,7 @@ def test_overlapping_tiles_agree_on_the_overlap(
 
 
 def test_scl_marks_every_cloudy_pixel_and_cloud_cover_agrees(
-    region: RegionManifest, world: DemoWorld, originals: list[dict[str, Any]]
+    region: DemoManifest, world: DemoWorld, originals: list[dict[str, Any]]
 ) -> None:
     covers = []
     for item in originals:
@@ -314,7 +314,7 @@ def test_scl_marks_every_cloudy_pixel_and_cloud_cover_agrees(
 
 
 def test_clear_pixels_equal_the_truth_plus_sensor_noise(
-    region: RegionManifest, world: DemoWorld, originals: list[dict[str, Any]]
+    region: DemoManifest, world: DemoWorld, originals: list[dict[str, Any]]
 ) -> None:
     sd = region.config.noise_sd
     residuals: dict[str, list[np.ndarray]] = defaultdict(list)
@@ -381,7 +381,7 @@ def test_sun_position_at_solar_noon() -> None:
 
 
 def _ndvi_series(
-    region: RegionManifest, originals: list[dict[str, Any]]
+    region: DemoManifest, originals: list[dict[str, Any]]
 ) -> dict[int, list[tuple[date, float]]]:
     """Median NDVI per class id and date, from the COGs' cloud-free pixels (SCL 4, 5, 6)."""
     assert region.root is not None
@@ -405,7 +405,7 @@ def _ndvi_series(
 
 
 def test_each_class_ndvi_peaks_in_its_season(
-    region: RegionManifest, originals: list[dict[str, Any]]
+    region: DemoManifest, originals: list[dict[str, Any]]
 ) -> None:
     series = _ndvi_series(region, originals)
     ids = {c.name: c.id for c in region.classes}
@@ -449,7 +449,7 @@ def test_each_class_ndvi_peaks_in_its_season(
 
 
 def test_items_are_shaped_like_earth_search(
-    items: list[dict[str, Any]], region: RegionManifest, fixtures_dir: Path
+    items: list[dict[str, Any]], region: DemoManifest, fixtures_dir: Path
 ) -> None:
     real = json.loads(
         (
@@ -499,7 +499,7 @@ def test_demo_items_read_the_same_through_earth_search_and_demo_profiles(
         assert (es.scale, es.offset) == (demo.scale, demo.offset) == (0.0001, -0.1)
 
 
-def test_reprocessed_duplicates(items: list[dict[str, Any]], region: RegionManifest) -> None:
+def test_reprocessed_duplicates(items: list[dict[str, Any]], region: DemoManifest) -> None:
     key = {
         (
             it["properties"]["grid:code"],
@@ -526,7 +526,7 @@ def _free_port() -> int:
 
 
 def test_rustac_serves_the_catalog_and_pystac_client_finds_it(
-    region: RegionManifest, items: list[dict[str, Any]]
+    region: DemoManifest, items: list[dict[str, Any]]
 ) -> None:
     from pystac_client import Client
 
@@ -573,7 +573,7 @@ def test_rustac_serves_the_catalog_and_pystac_client_finds_it(
 # -- labels and truth -------------------------------------------------------------------
 
 
-def test_labels_look_like_what_users_bring(region: RegionManifest) -> None:
+def test_labels_look_like_what_users_bring(region: DemoManifest) -> None:
     parcels = gpd.read_file(region.path("parcels"))
     assert parcels.crs is not None and parcels.crs.to_epsg() == 4326
     assert {"field_id", "crop_code", "crop_name", "geometry"} <= set(parcels.columns)
@@ -609,7 +609,7 @@ def test_labels_look_like_what_users_bring(region: RegionManifest) -> None:
     assert points["lon"].between(xmin, xmax).all() and points["lat"].between(ymin, ymax).all()
 
 
-def test_point_majority_agrees_with_the_truth(region: RegionManifest) -> None:
+def test_point_majority_agrees_with_the_truth(region: DemoManifest) -> None:
     assert region.root is not None
     points = pd.read_csv(region.path("points")).drop_duplicates()
     vote = points.groupby(["lon", "lat"])["label"].mean().reset_index()
@@ -628,7 +628,7 @@ def test_point_majority_agrees_with_the_truth(region: RegionManifest) -> None:
     assert agree > 0.8
 
 
-def test_rasterising_a_parcel_gives_its_class_and_field_id(region: RegionManifest) -> None:
+def test_rasterising_a_parcel_gives_its_class_and_field_id(region: DemoManifest) -> None:
     assert region.root is not None
     with rasterio.open(region.root / "truth/classes.tif") as src:
         classes, transform, shape = src.read(1), src.transform, src.shape
@@ -656,8 +656,8 @@ def test_task_defaults_to_the_workdir(tmp_path: Path, monkeypatch: pytest.Monkey
 
     monkeypatch.setenv("CROPFLOW_WORKDIR", str(tmp_path))
     manifest = generate_demo_region.fn(MICRO)
-    assert manifest.root == (tmp_path / "demo-region").absolute()
-    assert load_region(tmp_path / "demo-region").config_hash == MICRO.config_hash()
+    assert manifest.root == (tmp_path / "demo").absolute()
+    assert load_demo(tmp_path / "demo").config_hash == MICRO.config_hash()
 
 
 @pytest.mark.slow
@@ -667,12 +667,12 @@ def test_task_runs_in_a_flow(prefect_harness: None, tmp_path: Path) -> None:
     from tasks.demo import generate_demo_region
 
     @flow
-    def demo_flow(config: DemoConfig, out_dir: Path) -> RegionManifest:
+    def demo_flow(config: DemoConfig, out_dir: Path) -> DemoManifest:
         return generate_demo_region(config, out_dir)
 
     manifest = demo_flow(MICRO, tmp_path / "r")
     assert manifest.config_hash == MICRO.config_hash()
-    assert load_region(tmp_path / "r").items == manifest.items
+    assert load_demo(tmp_path / "r").items == manifest.items
 
 
 # -- grid arithmetic (properties) -------------------------------------------------------

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from cropflow.demo import load_region
+from cropflow.chain import DemoParams
+from cropflow.demo import load_demo
 from cropflow.settings import get_settings
 from cropflow.train.registry import current_alias
-from flows.demo import DemoParams, demo
+from flows.demo import demo
 
 
 @pytest.mark.slow
@@ -35,7 +36,7 @@ def test_demo_runs_the_whole_chain_and_keeps_a_better_champion(
     assert champion is not None and champion[1] == first.mlflow_run_id
 
     # The class map COG is georeferenced like the cube's grid and carries the legend.
-    region = load_region(get_settings().demo_dir)
+    region = load_demo(get_settings().demo_dir)
     legend = region.class_map()
     with rasterio.open(first.products["class_map"]) as cog:
         assert cog.crs.to_epsg() == 32633

@@ -18,7 +18,8 @@ import yaml
 from cropflow.labels.build import TableImportParams, import_sample_tables
 from cropflow.labels.io import read_labels
 from cropflow.labels.mapping import apply_mapping, load_mapping
-from cropflow.labels.splits import SplitOptions, read_split_layer
+from cropflow.labels.options import SplitOptions
+from cropflow.labels.splits import read_split_layer
 from cropflow.labels.store import open_training_set
 from cropflow.regions import load_region_file
 from cropflow.stac.profiles import get_profile

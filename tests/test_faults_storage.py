@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from affine import Affine
-from distributed import Client, LocalCluster
+from distributed import Client
 from test_cube_support import make_scene
 
 from cropflow.classes import ClassDef, ClassMap
@@ -53,17 +53,6 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield target
     finally:
         subprocess.run(["umount", "-l", str(target)], check=False)
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
 
 
 def _fill(folder: Path, leave: int = 0) -> None:

@@ -12,7 +12,7 @@ from odc.geo.geobox import GeoBox
 from test_labels_common import position_bands, write_cube
 
 from cropflow.classes import ClassMap
-from cropflow.demo import DemoConfig, generate_region
+from cropflow.demo import DemoConfig, generate_demo
 from cropflow.labels import LabelSource, TrainingSetParams, build_training_set, open_training_set
 from cropflow.labels.summary import class_warnings
 
@@ -28,8 +28,9 @@ classes:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("demo")
-    manifest = generate_region(tmp / "region", DemoConfig.tiny())
-    gbox = GeoBox(tuple(manifest.grid.shape), Affine(*manifest.grid.transform), manifest.grid.crs)
+    manifest = generate_demo(tmp / "region", DemoConfig.tiny())
+    h, w = manifest.grid.shape
+    gbox = GeoBox((h, w), Affine(*manifest.grid.transform), manifest.grid.crs)
     cube = write_cube(
         tmp / "cube.zarr", gbox, ["2024-04-01", "2024-06-01"], position_bands(gbox, 2)
     )

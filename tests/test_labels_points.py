@@ -16,8 +16,9 @@ from test_labels_common import UTM
 
 from cropflow.classes import IGNORE_INDEX
 from cropflow.errors import LabelError
-from cropflow.labels.build import LabelSource, TrainingSetParams, build_training_set
+from cropflow.labels.build import build_training_set
 from cropflow.labels.mapping import apply_mapping, load_mapping
+from cropflow.labels.options import LabelSource, TrainingSetParams
 from cropflow.labels.points import aggregate_points, points_to_rasters
 from cropflow.labels.store import open_training_set
 

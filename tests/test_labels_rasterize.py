@@ -13,7 +13,8 @@ from test_labels_common import UTM, field_scene
 
 from cropflow.classes import IGNORE_INDEX
 from cropflow.errors import LabelError
-from cropflow.labels.rasterize import RasterizeOptions, boundary_mask, rasterize_fields
+from cropflow.labels.options import RasterizeOptions
+from cropflow.labels.rasterize import boundary_mask, rasterize_fields
 
 GBOX = GeoBox.from_bbox((500000, 5200000, 500400, 5200400), UTM, resolution=10)
 

@@ -24,22 +24,21 @@ from cropflow.classes import IGNORE_INDEX
 from cropflow.errors import ConfigError, LabelError
 from cropflow.labels.build import (
     LabelRasters,
-    LabelSource,
     PreparedLabels,
-    TrainingSetParams,
     build_training_set,
     prepare_labels,
     rasterize_labels,
     split_labels,
     write_training_set,
 )
-from cropflow.labels.splits import (
+from cropflow.labels.options import (
     NO_SPLIT,
     SPLIT_NAMES,
+    LabelSource,
     SplitOptions,
-    cut_fields,
-    leakage_problems,
+    TrainingSetParams,
 )
+from cropflow.labels.splits import cut_fields, leakage_problems
 from cropflow.labels.store import TrainingSet, open_training_set
 
 X0, Y0 = 500000, 5200000
@@ -73,7 +72,7 @@ def _params(scene: dict[str, Any], name: str, **kw: object) -> TrainingSetParams
         labels=LabelSource(path=str(scene["labels"]), mapping_path=str(scene["mapping"])),
         name=name,
         out_uri=str(scene["tmp"] / f"{name}.zarr"),
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 

@@ -12,10 +12,9 @@ from odc.geo.geobox import GeoBox
 from test_labels_common import UTM, field_scene, position_bands, write_cube, write_mapping
 
 from cropflow.errors import ConfigError
-from cropflow.labels.build import LabelSource, TrainingSetParams, build_training_set
+from cropflow.labels.build import build_training_set
+from cropflow.labels.options import SPLIT_NAMES, LabelSource, SplitFractions, TrainingSetParams
 from cropflow.labels.splits import (
-    SPLIT_NAMES,
-    SplitFractions,
     Units,
     assign_splits,
     block_units,
@@ -52,7 +51,7 @@ def _params(scene: dict[str, Path], name: str, **kw: object) -> TrainingSetParam
         labels=LabelSource(path=str(scene["labels"]), mapping_path=str(scene["mapping"])),
         name=name,
         out_uri=str(scene["tmp"] / f"{name}.zarr"),
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 

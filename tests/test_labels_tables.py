@@ -30,7 +30,7 @@ def _tcnn(fixtures_dir: Path, **kw: object) -> SampleTableParams:
         files={"train": str(base / "train_dataset.csv"), "test": str(base / "test_dataset.csv")},
         legend_path=str(base / "class_map.txt"),
         bands=["nir", "red", "green"],
-        **({"class_id_offset": 1} | kw),  # type: ignore[arg-type]
+        **({"class_id_offset": 1} | kw),
     )
 
 
@@ -359,7 +359,7 @@ def test_long_and_wide_tables_round_trip(
         )
         a = read_sample_tables(wide_params, load_legend(legend))
         b = read_sample_tables(long_params, load_legend(legend))
-    order = pd.Index(ids).get_indexer(pd.unique(long["sample"]))
+    order = pd.Index(ids).get_indexer(pd.Index(pd.unique(long["sample"])))
     assert np.array_equal(a.x, x) and np.array_equal(b.x, x[order])
     assert np.array_equal(b.labels, classes[order]) and np.array_equal(a.labels, classes)
     assert b.dates == list(days.date) and a.dates is None

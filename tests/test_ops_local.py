@@ -36,7 +36,7 @@ STANDIN = Path(__file__).with_name("test_ops_standin.py")
 REGION = RegionConfig(
     name="alpha",
     aoi=[13.6, 52.05, 13.75, 52.12],
-    season={"start": "03-01", "end": "10-31", "year": 2024},  # type: ignore[arg-type]
+    season={"start": "03-01", "end": "10-31", "year": 2024},
 )
 
 

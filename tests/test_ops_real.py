@@ -69,8 +69,8 @@ def real(session_root: Path) -> Iterator[RealStack]:
     """The whole stack on free ports, the tiny demo region, and the demo region file."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from cropflow.demo.area import generate_demo
     from cropflow.demo.config import DemoConfig
-    from cropflow.demo.region import generate_region
 
     root = Path(tempfile.mkdtemp(prefix="ops-real-", dir=session_root))
     regions = root / "regions"
@@ -98,7 +98,7 @@ def real(session_root: Path) -> Iterator[RealStack]:
             mp.setenv(key, value)
         settings = get_settings()
         t0 = time.perf_counter()
-        generate_region(settings.demo_dir, DemoConfig.tiny())
+        generate_demo(settings.demo_dir, DemoConfig.tiny())
         FIGURES["tiny_region_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         try:

@@ -413,11 +413,11 @@ def test_killed_worker_then_rerun_reuses_cached_stages(deployed: OpsStack) -> No
 @pytest.fixture(scope="module")
 def demo_stac(deployed: OpsStack) -> OpsStack:
     """The tiny demo region served by the stack's STAC API service (at the env's port)."""
+    from cropflow.demo.area import generate_demo
     from cropflow.demo.config import DemoConfig
-    from cropflow.demo.region import generate_region
 
     t0 = time.perf_counter()
-    generate_region(deployed.settings.demo_dir, DemoConfig.tiny())
+    generate_demo(deployed.settings.demo_dir, DemoConfig.tiny())
     FIGURES["tiny_demo_generate_s"] = time.perf_counter() - t0
     stack.up(deployed.settings, [s for s in stack.plan(deployed.settings) if s.name == "stac-api"])
     return deployed

@@ -284,6 +284,6 @@ def test_rerun_skips_done_tiles_and_another_model_starts_afresh(cube: Path) -> N
     assert other.model.identity != first.model.identity
     # another model's prediction has its own store: the first one is untouched
     assert other.store != first.store and other.fingerprint != first.fingerprint
-    assert zarr.open_group(first.store, mode="r").attrs["cropflow:prediction"]["complete"]
-    meta = zarr.open_group(other.store, mode="r").attrs["cropflow:prediction"]
+    assert zarr.open_group(first.store, mode="r").attrs.asdict()["cropflow:prediction"]["complete"]
+    meta = zarr.open_group(other.store, mode="r").attrs.asdict()["cropflow:prediction"]
     assert meta["complete"] is True

@@ -57,8 +57,7 @@ def scene(fixtures_dir: Path, tmp_path: Path) -> tuple[Path, np.ndarray, rasteri
         transform, crs = src.transform, src.crs.to_wkt()
     stack = raw.reshape(2, 4, *raw.shape[1:])  # [T, C, H, W]: 4 bands per date
     bands = {b: stack[:, i] for i, b in enumerate(BANDS)}
-    attrs = {"cropflow:time": {"period": None}}
-    cube = write_cube(tmp_path / "ftw.zarr", bands, DATES, transform, crs, 128, attrs)
+    cube = write_cube(tmp_path / "ftw.zarr", bands, DATES, transform, crs, 128, period=None)
     return cube, stack, transform
 
 

@@ -29,13 +29,12 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from distributed import Client, LocalCluster
+from distributed import Client
 from rich.console import Console
 from rio_cogeo.cogeo import cog_validate
 from test_cube_real import FTW_BANDS, ftw_items
@@ -43,7 +42,7 @@ from test_cube_support import asset_profile
 
 from cropflow.chain import embedded_demo_region
 from cropflow.cube import CubeParams, GridParams, open_cube, plan_cube, write_cube
-from cropflow.demo import DemoConfig, generate_region, load_region
+from cropflow.demo import DemoConfig, generate_demo, load_demo
 from cropflow.labels import TrainingSetOptions
 from cropflow.predict import PredictParams
 from cropflow.predict.command import run_predict
@@ -52,17 +51,6 @@ from cropflow.train import TrainOptions
 from flows.retrain import RetrainParams, retrain
 
 SCENE = Path("real") / "ftw" / "inference-img.tif"
-
-
-@pytest.fixture
-def client() -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
 
 
 def _hex_rgb(color: str) -> tuple[int, int, int]:
@@ -80,8 +68,8 @@ def test_demo_trained_champion_maps_the_real_scene_pixel_for_pixel(
     t0 = time.perf_counter()
     monkeypatch.setenv("CROPFLOW_WORKDIR", str(tmp_path / "work"))
     monkeypatch.setenv("CROPFLOW_MLFLOW__TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    generate_region(get_settings().demo_dir, DemoConfig.tiny())
-    legend = load_region(get_settings().demo_dir).class_map()
+    generate_demo(get_settings().demo_dir, DemoConfig.tiny())
+    legend = load_demo(get_settings().demo_dir).class_map()
 
     # -- train on the demo region: the four bands the scene has, at its acquisition dates
     four_bands = CubeParams(bands=list(FTW_BANDS), indices=[], period=None)

@@ -121,7 +121,7 @@ def test_quantise_rounds_probabilities_and_masks_invalid_pixels() -> None:
 
 
 def test_params_key_and_batch_size_parsing() -> None:
-    p = PredictParams(cube="/data/cubes/abc 1.zarr/", batch_size="512")  # type: ignore[arg-type]
+    p = PredictParams(cube="/data/cubes/abc 1.zarr/", batch_size="512")
     assert p.prediction_key() == "abc-1"
     assert p.region_name() == "abc-1"
     assert p.batch_size == 512

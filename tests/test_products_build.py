@@ -81,8 +81,9 @@ def products(prediction: PredictionResult) -> ProductsResult:
     return build_products(prediction)
 
 
-def _store(prediction: PredictionResult) -> zarr.Group:
-    return zarr.open_group(prediction.store, mode="r")
+def _read(prediction: PredictionResult, name: str) -> np.ndarray:
+    """One array of the prediction store."""
+    return np.asarray(zarr.open_array(f"{prediction.store}/{name}", mode="r")[:])
 
 
 def _gdal_category_names(path: Path) -> list[str]:
@@ -139,7 +140,7 @@ def test_class_cog_has_grid_colours_and_class_names(
         assert src.tags(1)["CLASS_4"] == "maize"
         assert src.overviews(1) == [] or src.tags(ns="IMAGE_STRUCTURE") is not None
         data = src.read(1)
-    np.testing.assert_array_equal(data, _store(prediction)["class_id"][:])
+    np.testing.assert_array_equal(data, _read(prediction, "class_id"))
     assert (data[40:46, 2:9] == 255).all()
     names = _gdal_category_names(path)
     assert names[1] == "winter_wheat" and names[4] == "maize" and names[10] == "meadow"
@@ -152,25 +153,24 @@ def test_probability_and_confidence_cogs(
     for key in ("probability", "confidence"):
         ok, errors, _ = cog_validate(products.paths[key])
         assert ok and not errors, (key, errors)
-    group = _store(prediction)
     with rasterio.open(products.paths["probability"]) as src:
         assert src.count == 3 and src.descriptions == tuple(CLASSES.names)
         assert src.scales == pytest.approx((1 / 255,) * 3)
-        np.testing.assert_array_equal(src.read(), group["probability"][:])
+        np.testing.assert_array_equal(src.read(), _read(prediction, "probability"))
         mask = src.dataset_mask()
         assert (mask[40:46, 2:9] == 0).all() and (mask[:30] == 255).all()
     with rasterio.open(products.paths["confidence"]) as src:
         conf = src.read(1)
-        np.testing.assert_array_equal(conf, group["confidence"][:])
-        p = group["probability"][:]
-        valid = group["class_id"][:] != 255
+        np.testing.assert_array_equal(conf, _read(prediction, "confidence"))
+        p = _read(prediction, "probability")
+        valid = _read(prediction, "class_id") != 255
         assert (np.abs(conf[valid].astype(int) - p.max(axis=0)[valid].astype(int)) <= 1).all()
 
 
 def test_area_table_counts_every_class(
     prediction: PredictionResult, products: ProductsResult
 ) -> None:
-    cls = _store(prediction)["class_id"][:]
+    cls = _read(prediction, "class_id")
     table = pd.read_csv(products.paths["class_area_csv"])
     same = pd.read_parquet(products.paths["class_area_parquet"])
     assert list(table["class_name"]) == CLASSES.names == list(same["class_name"])
@@ -194,8 +194,7 @@ def test_per_field_results_majority_vote_and_mean_probability(
     gpkg = gpd.read_file(products.paths["fields_gpkg"]).set_index("field_id")
     assert sorted(table.index) == sorted(gpkg.index) == sorted(FIELDS)
     assert table.crs.to_epsg() == 32633
-    group = _store(prediction)
-    cls, probs = group["class_id"][:], group["probability"][:].astype(float) / 255
+    cls, probs = _read(prediction, "class_id"), _read(prediction, "probability").astype(float) / 255
     for name, geom in FIELDS.items():
         inside = rasterize([(geom, 1)], out_shape=(H, W), transform=TRANSFORM) == 1
         inside &= cls != 255
@@ -238,8 +237,8 @@ def test_stac_catalog_is_self_contained_with_classes(
     assert by_value[4].name == "maize" and by_value[4].color_hint == "FFD700"
     assert by_value[255].nodata is True
     assert sum(c.count or 0 for c in classes) == H * W - 6 * 7
-    assert "thumbnail" in cmap.assets["thumbnail"].roles
-    lon, lat = cmap.geometry["coordinates"][0][0]  # type: ignore[index]
+    assert "thumbnail" in (cmap.assets["thumbnail"].roles or [])
+    lon, lat = cmap.geometry["coordinates"][0][0]
     assert 14.9 < lon < 15.1 and 47 < lat < 48.5  # UTM 33N, 5300 km north
 
 

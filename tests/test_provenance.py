@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import zarr
 from mlflow import MlflowClient
 
 from cropflow.chain import demo_config, embedded_demo_region
-from cropflow.demo import generate_region
+from cropflow.demo import generate_demo
 from cropflow.errors import PublishError
 from cropflow.predict import PredictParams, predict
 from cropflow.predict.store import META_ATTR
@@ -49,7 +50,7 @@ def test_a_map_never_holds_another_models_pixels_than_it_names(
     from flows.retrain import RetrainParams, retrain
 
     monkeypatch.setenv("CROPFLOW_WORKDIR", str(tmp_path / "work"))
-    generate_region(get_settings().demo_dir, demo_config("tiny", None))
+    generate_demo(get_settings().demo_dir, demo_config("tiny", None))
     region = embedded_demo_region()
     name = region.model_name()
 
@@ -78,7 +79,7 @@ def test_a_map_never_holds_another_models_pixels_than_it_names(
     assert first.cube_uri is not None
     key = Path(first.cube_uri).name.removesuffix(".zarr")
     adhoc = predict(PredictParams(cube=first.cube_uri, model=f"models:/{name}/1", key=key))
-    v1 = zarr.open_group(adhoc.store, mode="r")["class_id"][:]
+    v1 = np.asarray(zarr.open_array(f"{adhoc.store}/class_id", mode="r")[:])
     assert (v1 != v2_pixels).any(), "the two models map differently (else the test is void)"
 
     # the remap again: its prediction comes from the stage cache; its products are v2's
@@ -119,7 +120,7 @@ def test_products_are_built_only_from_the_store_the_run_asked_for(tmp_path: Path
 
     # the store of run "one" now records another prediction (as an older cropflow could leave)
     group = zarr.open_group(one.store, mode="r+")
-    meta = dict(group.attrs[META_ATTR])
+    meta: dict[str, Any] = dict(group.attrs.asdict()[META_ATTR])  # type: ignore[arg-type]
     meta["fingerprint"] = two.fingerprint
     group.attrs[META_ATTR] = meta
     with pytest.raises(PublishError, match="nothing was published") as err:
@@ -131,19 +132,17 @@ def test_products_are_built_only_from_the_store_the_run_asked_for(tmp_path: Path
 
     # ... and changed while the products were being written: refused at publish time
     import cropflow.products.build as build
+    from cropflow.products.quicklook import write_quicklook as real
 
-    real = build.write_quicklook
-
-    def tamper(*args: object, **kwargs: object) -> Path:
+    def tamper(*args: Any, **kwargs: Any) -> Path:
         g = zarr.open_group(one.store, mode="r+")
-        g.attrs[META_ATTR] = {**dict(g.attrs[META_ATTR]), "fingerprint": "changed"}
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+        old: dict[str, Any] = dict(g.attrs.asdict()[META_ATTR])  # type: ignore[arg-type]
+        g.attrs[META_ATTR] = {**old, "fingerprint": "changed"}
+        return real(*args, **kwargs)
 
-    build.write_quicklook = tamper  # type: ignore[assignment]
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(build, "write_quicklook", tamper)
         with pytest.raises(PublishError):
             build_products(one, dest)
-    finally:
-        build.write_quicklook = real
     assert {p.name: p.read_bytes() for p in dest.iterdir() if p.is_file()} == before
     assert not list(tmp_path.glob(".products.staging-*"))

@@ -30,7 +30,8 @@ from cropflow.redact import (
     unsigned_href,
 )
 from cropflow.settings import Settings, StackSettings, get_settings
-from cropflow.stac.search import SearchParams, search, search_and_save
+from cropflow.stac.params import SearchParams
+from cropflow.stac.search import search, search_and_save
 from cropflow.stac.server import LocalStacServer, free_port
 
 SECRET = "S3CRETpw"

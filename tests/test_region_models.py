@@ -8,7 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from cropflow.chain import demo_config, embedded_demo_region
-from cropflow.demo import generate_region
+from cropflow.demo import generate_demo
 from cropflow.settings import get_settings
 from cropflow.train import TrainOptions
 from cropflow.train.registry import CHAMPION, current_alias
@@ -22,7 +22,7 @@ def test_two_regions_retrained_in_turn_have_separate_champions(
     from flows.retrain import RetrainParams, retrain
 
     monkeypatch.setenv("CROPFLOW_WORKDIR", str(tmp_path / "work"))
-    generate_region(get_settings().demo_dir, demo_config("tiny", None))
+    generate_demo(get_settings().demo_dir, demo_config("tiny", None))
     demo = embedded_demo_region()
     north = demo.model_copy(update={"name": "north"})
     south = demo.model_copy(update={"name": "south", "registered_model": "south-crops"})

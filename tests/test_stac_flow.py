@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from stac_helpers import read_items, write_catalog
 
-from cropflow.stac.search import SearchParams, load_search
+from cropflow.stac.params import SearchParams
+from cropflow.stac.search import load_search
 from cropflow.stac.server import LocalStacServer
 
 SITE2 = "site2-2020_jun_jul-35MNM.geojson"

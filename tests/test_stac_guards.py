@@ -21,7 +21,8 @@ from stac_helpers import FaultProxy, read_items, write_catalog
 from cropflow.errors import AOIError, ConfigError, EmptySearchError
 from cropflow.settings import get_settings
 from cropflow.stac.aoi import parse_aoi
-from cropflow.stac.search import SearchGaveUpError, SearchParams, resolve, search
+from cropflow.stac.params import SearchParams
+from cropflow.stac.search import SearchGaveUpError, resolve, search
 from cropflow.stac.server import LocalStacServer
 
 SITE2 = "site2-2020_jun_jul-35MNM.geojson"
@@ -140,7 +141,8 @@ def test_the_deadline_covers_every_page(site2_api: str, monkeypatch: pytest.Monk
     monkeypatch.setenv("CROPFLOW_STAC__DEADLINE_S", "2.5")
     # the first page answers; every later page request stalls 1.5 s then drops (each attempt
     # fails within its timeout, and 4 retries would take 7.5 s)
-    proxy = FaultProxy(site2_api, {"POST /search": [None] + ["timeout"] * 20}, stall_s=1.5)
+    plan: list[str | int | None] = [None, *["timeout"] * 20]
+    proxy = FaultProxy(site2_api, {"POST /search": plan}, stall_s=1.5)
     start = time.monotonic()
     with proxy.running() as url, pytest.raises(SearchGaveUpError) as err:
         search(SearchParams(api_url=url, provider=PC, page_size=2))

@@ -415,7 +415,7 @@ def test_landsat_profiles_read_real_items(
             assert mask.groups[group] == [offsets[field]], group
         assert mask.nodata == [offsets["fill"]]
     # the lookup on stored values: cloud and shadow masked, clear not, fill is no data
-    masked, nodata = profile.mask.lookup(profile.mask.default, 2**16)  # type: ignore[union-attr]
+    masked, nodata = profile.mask.lookup(profile.mask.default, 2**16)
     assert masked[1 << 3] and masked[1 << 4] and masked[1 << 1]
     assert not masked[1 << 6] and not masked[1 << 7]  # clear, water
     assert nodata[1] and not nodata[1 << 6]

@@ -31,11 +31,11 @@ from cropflow.errors import (
 )
 from cropflow.settings import get_settings
 from cropflow.stac.aoi import parse_aoi
+from cropflow.stac.params import SearchParams
 from cropflow.stac.profiles import get_profile
 from cropflow.stac.search import (
     PROVENANCE_KEY,
     ResolvedSearch,
-    SearchParams,
     build_search_kwargs,
     dedupe_items,
     load_search,

@@ -13,7 +13,7 @@ import pytest
 from net_helpers import beyond_loopback, listeners
 from stack_helpers import free_ports
 
-from cropflow.demo import DemoConfig, generate_region
+from cropflow.demo import DemoConfig, generate_demo
 from cropflow.settings import Settings
 
 
@@ -57,7 +57,7 @@ def test_stack_up_status_down(tmp_path: Path) -> None:
     assert "no STAC catalog" in refused.stderr and "cropflow demo" in refused.stderr
     assert not list((work / "stack" / "pids").glob("*.pid")) if (work / "stack").exists() else True
 
-    generate_region(work / "demo-region", DemoConfig.tiny())
+    generate_demo(work / "demo", DemoConfig.tiny())
     try:
         up = _cli(["stack", "up"], env)
         assert up.returncode == 0, up.stdout + up.stderr

@@ -86,7 +86,7 @@ def test_train_flow_trains_registers_and_reports(
 
     params = TrainParams(
         training_set=tcnn_set,
-        model={"name": "tempcnn", "conv_widths": [16], "hidden_size": 32},  # type: ignore[arg-type]
+        model={"name": "tempcnn", "conv_widths": [16], "hidden_size": 32},
         epochs=3,
         batch_size=32,
         checkpoint_dir=tmp_path / "ckpt",

@@ -1,6 +1,6 @@
 """Analysis-ready Zarr datacubes built on Dask.
 
-``plan_cube`` (no pixel read) -> ``write_cube`` (region tasks on Dask, resumable) ->
+``plan_cube`` (no pixel read) -> ``write_cube`` (block tasks on Dask, resumable) ->
 ``open_cube``. The cube format is documented in :mod:`cropflow.cube.store`.
 """
 

@@ -1,9 +1,9 @@
-"""Building a cube: plan (no reads) -> region tasks on Dask -> final step.
+"""Building a cube: plan (no reads) -> block tasks on Dask -> final step.
 
 ``build_cube`` = ``plan_cube`` + ``write_cube``. ``write_cube`` is the only step that reads
-pixels: one Dask task per missing region (read its COG windows, composite, write its Zarr
-chunks, write its marker), so memory is bounded by the region, never the area, and a re-run
-after a crash computes only the regions without a marker. ``lazy_cube`` gives the same cube as
+pixels: one Dask task per missing block (read its COG windows, composite, write its Zarr
+chunks, write its marker), so memory is bounded by the block, never the area, and a re-run
+after a crash computes only the blocks without a marker. ``lazy_cube`` gives the same cube as
 a lazy xarray Dataset (nothing is read until it is computed).
 """
 
@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dask.array as da
 import pystac
@@ -24,17 +24,17 @@ import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 from distributed import Client, as_completed
 
+from cropflow.cube.block import BlockStats, compute_block
 from cropflow.cube.cluster import dask_client
-from cropflow.cube.grid import Region
+from cropflow.cube.grid import Block
 from cropflow.cube.params import CubeParams
 from cropflow.cube.plan import BadItem, CubePlan, check_bad_fraction, plan_cube
-from cropflow.cube.region import RegionStats, compute_region
 from cropflow.cube.store import (
     CubeRef,
     create_store,
     cube_path,
     dir_size,
-    done_regions,
+    done_blocks,
     finalize,
     items_version,
     partial_path,
@@ -43,7 +43,7 @@ from cropflow.cube.store import (
     step_stats,
     store_key,
     template,
-    write_region,
+    write_block,
 )
 from cropflow.errors import DataError
 from cropflow.settings import get_settings
@@ -58,16 +58,16 @@ def default_cube_uri(plan: CubePlan, workdir: Path | None = None) -> Path:
     return ((workdir or get_settings().workdir) / "cubes" / f"{plan.key}.zarr").resolve()
 
 
-def build_region(region: Region, plan: CubePlan, path: str, scope: str = "") -> RegionStats:
-    """One region task: compute it, write its chunks and its marker; return its stats.
+def build_block(block: Block, plan: CubePlan, path: str, scope: str = "") -> BlockStats:
+    """One block task: compute it, write its chunks and its marker; return its stats.
 
     ``scope``: one build (a worker forgets the sources found unreadable by another build)."""
-    result = compute_region(plan, region, scope=scope)
-    write_region(Path(path), result)
+    result = compute_block(plan, block, scope=scope)
+    write_block(Path(path), result)
     return result.stats
 
 
-def _collect_bad(plan: CubePlan, stats: Sequence[RegionStats]) -> list[BadItem]:
+def _collect_bad(plan: CubePlan, stats: Sequence[BlockStats]) -> list[BadItem]:
     seen = {b.id for b in plan.bad_items}
     bad = list(plan.bad_items)
     for s in stats:
@@ -78,19 +78,19 @@ def _collect_bad(plan: CubePlan, stats: Sequence[RegionStats]) -> list[BadItem]:
     return bad
 
 
-def _run_regions(
+def _run_blocks(
     client: Client,
     plan: CubePlan,
-    todo: list[Region],
+    todo: list[Block],
     path: Path,
     on_done: Callable[[], None] | None = None,
-) -> list[RegionStats]:
+) -> list[BlockStats]:
     plan_future = client.scatter(plan, broadcast=True)
     scope = f"{plan.key}-{uuid.uuid4().hex[:8]}"
     futures = client.map(
-        build_region, todo, plan=plan_future, path=str(path), scope=scope, pure=False
+        build_block, todo, plan=plan_future, path=str(path), scope=scope, pure=False
     )
-    out: list[RegionStats] = []
+    out: list[BlockStats] = []
     try:
         for fut in as_completed(futures):
             out.append(fut.result())
@@ -102,22 +102,22 @@ def _run_regions(
         if storage is not None:
             raise storage from exc
         raise DataError(
-            f"a region of cube {plan.key} failed after {len(out)} of {len(todo)} were written: "
+            f"a block of cube {plan.key} failed after {len(out)} of {len(todo)} were written: "
             f"{type(exc).__name__}: {exc}",
-            hint="fix the cause and re-run the same build: finished regions are kept",
+            hint="fix the cause and re-run the same build: finished blocks are kept",
         ) from exc
     return out
 
 
-def regions_touching(plan: CubePlan, item_ids: set[str]) -> set[str]:
-    """Keys of the regions whose area an item of ``item_ids`` covers."""
+def blocks_touching(plan: CubePlan, item_ids: set[str]) -> set[str]:
+    """Keys of the blocks whose area an item of ``item_ids`` covers."""
     boxes = [i.bbox for i in plan.items if i.id in item_ids]
     gbox = plan.geobox()
     out = set()
-    for region in plan.regions():
-        left, bottom, right, top = gbox[region.slices].boundingbox
+    for block in plan.blocks():
+        left, bottom, right, top = gbox[block.slices].boundingbox
         if any(_overlaps(b, (left, bottom, right, top)) for b in boxes):
-            out.add(region.key)
+            out.add(block.key)
     return out
 
 
@@ -130,7 +130,7 @@ def _retry_degraded(plan: CubePlan, final: Path, partial: Path) -> set[str]:
 
     Returns the items to retry (empty: the cube is complete, or every skipped item is still
     unreadable before the build); the cube is then back to a partial store without the
-    markers of the regions those items touch, so a resumed build rewrites only those."""
+    markers of the blocks those items touch, so a resumed build rewrites only those."""
     recorded = {b.id for b in read_ref(final).bad_items}
     retry = recorded - plan.skipped_ids
     if not retry:
@@ -142,15 +142,15 @@ def _retry_degraded(plan: CubePlan, final: Path, partial: Path) -> set[str]:
                 ", ".join(sorted(recorded)[:3]),
             )
         return set()
-    redo = regions_touching(plan, retry)
+    redo = blocks_touching(plan, retry)
     log.warning(
-        "cube %s was built without %d item(s) (%s): retrying them, rewriting %d region(s)",
+        "cube %s was built without %d item(s) (%s): retrying them, rewriting %d block(s)",
         final,
         len(retry),
         ", ".join(sorted(retry)[:3]),
         len(redo),
     )
-    reopen(final, partial, drop_regions=redo)
+    reopen(final, partial, drop_blocks=redo)
     return retry
 
 
@@ -161,14 +161,16 @@ def write_cube(
     on_progress: Callable[[int, int], None] | None = None,
     *,
     rebuild: bool = False,
+    executor: Literal["dask", "local"] = "dask",
 ) -> CubeRef:
     """Write (or resume, or find finished) the cube of ``plan``; returns its reference.
 
     A complete cube of the same plan is returned as it is, unless it is *degraded* (items were
-    skipped as unreadable): then the skipped items are tried again and the regions they touch
-    rewritten. ``rebuild``: build every region again; the existing cube stays in place until
-    the new one replaces it. ``on_progress(done, total)`` is called with regions written
-    (finished ones included) at the start and after each region."""
+    skipped as unreadable): then the skipped items are tried again and the blocks they touch
+    rewritten. ``rebuild``: build every block again; the existing cube stays in place until
+    the new one replaces it. ``on_progress(done, total)`` is called with blocks written
+    (finished ones included) at the start and after each block. ``executor="local"`` writes the
+    blocks one after the other in this process (a small cube needs no cluster)."""
     final = cube_path(uri) if uri is not None else default_cube_uri(plan)
     partial = partial_path(final)
     if final.exists():
@@ -179,29 +181,34 @@ def write_cube(
             )
         if not rebuild and not _retry_degraded(plan, final, partial):
             log.info("cube %s already complete", final)
-            return read_ref(final).model_copy(update={"regions_written": 0, "elapsed_s": 0.0})
+            return read_ref(final).model_copy(update={"blocks_written": 0, "elapsed_s": 0.0})
     t0 = time.perf_counter()
-    done = {} if rebuild else (done_regions(partial) if store_key(partial) == plan.key else {})
+    done = {} if rebuild else (done_blocks(partial) if store_key(partial) == plan.key else {})
     if not done:
         with storage_errors(final.parent, f"creating cube {final.name}"):
             create_store(partial, plan)
-    regions = plan.regions()
-    todo = [r for r in regions if r.key not in done]
-    log.info("cube %s: %d regions, %d to write", plan.key, len(regions), len(todo))
+    blocks = plan.blocks()
+    todo = [r for r in blocks if r.key not in done]
+    log.info("cube %s: %d blocks, %d to write", plan.key, len(blocks), len(todo))
     ctx: AbstractContextManager[Client] = nullcontext(client) if client else dask_client()
-    new: list[RegionStats] = []
-    count = {"done": len(regions) - len(todo)}
+    new: list[BlockStats] = []
+    count = {"done": len(blocks) - len(todo)}
 
     def on_done() -> None:
         count["done"] += 1
         if on_progress is not None:
-            on_progress(count["done"], len(regions))
+            on_progress(count["done"], len(blocks))
 
     if on_progress is not None:
-        on_progress(count["done"], len(regions))
-    if todo:
+        on_progress(count["done"], len(blocks))
+    if todo and executor == "local":
+        scope = f"{plan.key}-{uuid.uuid4().hex[:8]}"
+        for block in todo:
+            new.append(build_block(block, plan, str(partial), scope))
+            on_done()
+    elif todo:
         with ctx as c:
-            new = _run_regions(c, plan, todo, partial, on_done)
+            new = _run_blocks(c, plan, todo, partial, on_done)
     stats = [*done.values(), *new]
     bad = _collect_bad(plan, stats)
     n_considered = len(plan.items)
@@ -221,8 +228,8 @@ def write_cube(
         indices=plan.indices,
         n_items=len(used),
         bad_items=bad,
-        regions_total=len(regions),
-        regions_written=len(new),
+        blocks_total=len(blocks),
+        blocks_written=len(new),
         size_bytes=dir_size(partial),
         elapsed_s=time.perf_counter() - t0,
         task_s=sum(s.seconds + s.write_seconds for s in new),
@@ -258,20 +265,20 @@ def build_cube(
     return write_cube(plan, uri, client=client)
 
 
-def _region_arrays(plan: CubePlan, region: Region) -> dict[str, object]:
-    return dict(compute_region(plan, region).arrays)
+def _block_arrays(plan: CubePlan, block: Block) -> dict[str, object]:
+    return dict(compute_block(plan, block).arrays)
 
 
 def lazy_cube(plan: CubePlan) -> xr.Dataset:
-    """The cube as a lazy Dataset: one dask task per region, nothing read until computed."""
+    """The cube as a lazy Dataset: one dask task per block, nothing read until computed."""
     ds = template(plan)
-    regions = plan.regions()
-    ny = max(r.iy for r in regions) + 1
-    nx = max(r.ix for r in regions) + 1
-    ychunks = tuple(r.shape[0] for r in regions if r.ix == 0)
-    xchunks = tuple(r.shape[1] for r in regions if r.iy == 0)
-    base = f"cube-region-{plan.key}"
-    base_layer: dict[Any, Any] = {(base, r.iy, r.ix): (_region_arrays, plan, r) for r in regions}
+    blocks = plan.blocks()
+    ny = max(r.iy for r in blocks) + 1
+    nx = max(r.ix for r in blocks) + 1
+    ychunks = tuple(r.shape[0] for r in blocks if r.ix == 0)
+    xchunks = tuple(r.shape[1] for r in blocks if r.iy == 0)
+    base = f"cube-block-{plan.key}"
+    base_layer: dict[Any, Any] = {(base, r.iy, r.ix): (_block_arrays, plan, r) for r in blocks}
     for name in plan.variables:
         vname = f"cube-{name}-{plan.key}"
         layer: dict[Any, Any] = {

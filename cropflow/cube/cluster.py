@@ -49,9 +49,9 @@ def local_cluster_kwargs(settings: DaskSettings, host: str | None = None) -> dic
 
 #: Environment variable that Dask sets for its worker processes and cropflow's clusters drop.
 #: Dask sets ``MALLOC_TRIM_THRESHOLD_=65536`` to hand freed memory back to the OS early; glibc
-#: then stops adapting its mmap threshold, every large array (a region task allocates and frees
-#: many of 4-50 MB) becomes a fresh mmap, and page faults made region tasks about 2x slower
-#: (benchmarks/bench_cube.py; high system time). Peak memory stays bounded by the regions.
+#: then stops adapting its mmap threshold, every large array (a block task allocates and frees
+#: many of 4-50 MB) becomes a fresh mmap, and page faults made block tasks about 2x slower
+#: (benchmarks/bench_cube.py; high system time). Peak memory stays bounded by the blocks.
 DROPPED_WORKER_ENV = "MALLOC_TRIM_THRESHOLD_"
 
 
@@ -74,7 +74,8 @@ def _on_worker() -> bool:
 
 def _existing_client() -> Client | None:
     try:
-        return default_client()
+        result: Client | None = default_client()
+        return result
     except ValueError:
         return None
 

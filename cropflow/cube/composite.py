@@ -107,7 +107,8 @@ def _select_unsigned(cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarr
     out = np.subtract(a, b)
     out *= cond
     out += b
-    return out
+    result: np.ndarray = out
+    return result
 
 
 class MedianMask:
@@ -248,7 +249,8 @@ def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
     size = 2 * pixels + 1
     out = maximum_filter1d(mask.view(np.uint8), size, axis=-1, mode="constant")
     out = maximum_filter1d(out, size, axis=-2, mode="constant")
-    return out.view(bool)
+    result: np.ndarray = out.view(bool)
+    return result
 
 
 def fill_linear(values: Sequence[np.ndarray], has: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
-"""Grid arithmetic: UTM zone choice, snapping, the target grid and its partition into regions.
+"""Grid arithmetic: UTM zone choice, snapping, the target grid and its partition into blocks.
 
 Pure functions of numbers (no I/O), so that hypothesis can check them: snapped bounds contain
-the requested ones and sit on multiples of the resolution; regions cover the grid exactly once.
+the requested ones and sit on multiples of the resolution; blocks cover the grid exactly once.
 """
 
 from __future__ import annotations
@@ -218,8 +218,8 @@ def derive_grid(params: GridParams, aoi_lonlat: BBox, native_resolution: float |
 
 
 @dataclass(frozen=True, order=True)
-class Region:
-    """One write region: a block of the grid, aligned to the Zarr chunks."""
+class Block:
+    """One write block: a block of the grid, aligned to the Zarr chunks."""
 
     iy: int
     ix: int
@@ -242,25 +242,25 @@ class Region:
         return (slice(self.y0, self.y1), slice(self.x0, self.x1))
 
 
-def iter_regions(shape: tuple[int, int], chunk: int) -> Iterator[Region]:
+def iter_blocks(shape: tuple[int, int], chunk: int) -> Iterator[Block]:
     """Row-major blocks of ``chunk`` x ``chunk`` pixels (smaller at the right/bottom edges)."""
     if chunk < 1:
         raise ConfigError(f"chunk size {chunk} must be positive", hint="use e.g. 512")
     h, w = shape
     for iy, y0 in enumerate(range(0, h, chunk)):
         for ix, x0 in enumerate(range(0, w, chunk)):
-            yield Region(iy, ix, y0, min(y0 + chunk, h), x0, min(x0 + chunk, w))
+            yield Block(iy, ix, y0, min(y0 + chunk, h), x0, min(x0 + chunk, w))
 
 
-def regions(shape: tuple[int, int], chunk: int) -> list[Region]:
-    """All regions of a grid (see :func:`iter_regions`)."""
-    return list(iter_regions(shape, chunk))
+def blocks(shape: tuple[int, int], chunk: int) -> list[Block]:
+    """All blocks of a grid (see :func:`iter_blocks`)."""
+    return list(iter_blocks(shape, chunk))
 
 
-def region_memory_bytes(
+def block_memory_bytes(
     chunk: int, n_out_times: int, n_vars: int, n_in_per_period: int, n_in_bands: int
 ) -> int:
-    """Rough peak bytes of one region task: float32 outputs + one period's uint16 inputs."""
+    """Rough peak bytes of one block task: float32 outputs + one period's uint16 inputs."""
     px = chunk * chunk
     return px * (4 * n_out_times * n_vars + 2 * n_in_per_period * n_in_bands + 16)
 
@@ -268,8 +268,8 @@ def region_memory_bytes(
 def choose_chunk(
     budget_bytes: int, n_out_times: int, n_vars: int, n_in_per_period: int, n_in_bands: int
 ) -> int:
-    """The largest of :data:`AUTO_CHUNKS` whose region fits the budget (else the smallest)."""
+    """The largest of :data:`AUTO_CHUNKS` whose block fits the budget (else the smallest)."""
     for c in AUTO_CHUNKS:
-        if region_memory_bytes(c, n_out_times, n_vars, n_in_per_period, n_in_bands) <= budget_bytes:
+        if block_memory_bytes(c, n_out_times, n_vars, n_in_per_period, n_in_bands) <= budget_bytes:
             return c
     return AUTO_CHUNKS[-1]

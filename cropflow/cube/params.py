@@ -149,14 +149,14 @@ class CubeParams(BaseModel):
         None,
         ge=16,
         le=8192,
-        description="Spatial chunk (= write region) side in pixels; time is whole in a chunk. "
+        description="Spatial chunk (= write block) side in pixels; time is whole in a chunk. "
         "Unset: the largest of 1024/512/256 that fits task_memory_mib.",
     )
     time_chunk: int | None = Field(
         None, ge=1, description="Zarr chunk length along time. Unset: every step in one chunk."
     )
     task_memory_mib: int = Field(
-        1024, ge=64, description="Memory budget of one region task (chooses the chunk size)."
+        1024, ge=64, description="Memory budget of one block task (chooses the chunk size)."
     )
     compressor: Compressor = Field(
         "blosc-blosclz",

@@ -1,4 +1,4 @@
-"""Planning a cube: items -> band rules -> grid, time axis, sources, regions (no pixel read).
+"""Planning a cube: items -> band rules -> grid, time axis, sources, blocks (no pixel read).
 
 ``plan_cube`` does everything that can fail cheaply before any pixel is read: the bands,
 indices and mask groups against the collection profile, bands the items lack or a profile that
@@ -6,7 +6,7 @@ does not fit them (ProviderError), the grid, the time axis, which items touch th
 header check of every COG (missing or corrupt files are retried, then the item is recorded as
 bad and skipped; past ``max_bad_fraction`` the build fails here; a COG whose data type or band
 count contradicts the profile fails the plan). The plan is a plain, JSON-serialisable model:
-it is what region tasks receive and what the cube's provenance records.
+it is what block tasks receive and what the cube's provenance records.
 """
 
 from __future__ import annotations
@@ -31,16 +31,16 @@ from pyproj import CRS
 from cropflow import __version__
 from cropflow.bands import BandRule
 from cropflow.cube.grid import (
+    Block,
     GridSpec,
     Lattice,
-    Region,
     aoi_geometry,
+    blocks,
     choose_chunk,
     crs_string,
     derive_grid,
     lattice_grid,
     projected_bounds,
-    regions,
 )
 from cropflow.cube.indices import default_indices
 from cropflow.cube.params import BBox, CubeParams, check_indices
@@ -107,7 +107,7 @@ class SourceItem(BaseModel):
 
 class BadItem(BaseModel):
     """An item skipped because a COG could not be read (the cube is then *degraded*: a rerun
-    retries it and rewrites the regions it touches)."""
+    retries it and rewrites the blocks it touches)."""
 
     id: str
     band: str | None = None
@@ -139,7 +139,7 @@ class PlanMask(BaseModel):
 
 
 class CubePlan(BaseModel):
-    """Everything a region task needs; JSON-serialisable; identifies the cube by ``key``.
+    """Everything a block task needs; JSON-serialisable; identifies the cube by ``key``.
 
     ``params`` are the resolved parameters: bands, indices and mask groups filled from the
     collection profile where the caller left them unset. ``items`` are every item the cube is
@@ -156,7 +156,7 @@ class CubePlan(BaseModel):
     kernels: dict[str, Kernel] = Field(description="Per data band: DN or float compositing.")
     band_info: dict[str, BandInfo] = Field(default_factory=dict, description="Per data band.")
     mask: PlanMask | None = None
-    chunk: int = Field(description="Spatial chunk / region side in pixels.")
+    chunk: int = Field(description="Spatial chunk / block side in pixels.")
     count_dtype: Literal["uint8", "uint16"]
     provider: str | None = None
     profile_digest: str = Field("", description="Hash of the collection profile, as read.")
@@ -200,8 +200,8 @@ class CubePlan(BaseModel):
     def geobox(self) -> GeoBox:
         return self.grid.geobox()
 
-    def regions(self) -> list[Region]:
-        return regions(self.grid.shape, self.chunk)
+    def blocks(self) -> list[Block]:
+        return blocks(self.grid.shape, self.chunk)
 
     def identity(self) -> dict[str, object]:
         """What the key hashes: parameters, grid, axis, items and their sources (href without

@@ -1,4 +1,4 @@
-"""Reading one band of one item onto a region of the grid.
+"""Reading one band of one item onto a block of the grid.
 
 Two readers, chosen per source (``CubeParams.reader``):
 
@@ -8,7 +8,7 @@ Two readers, chosen per source (``CubeParams.reader``):
   source that needs resampling, and for all sources with ``reader="odc"``.
 * **direct window read** (``reader="auto"``, the default): a local COG already on the grid's
   lattice is read with one ``rasterio`` window read through a per-thread cache of open
-  datasets. Measured on 1024 px regions of 4096 px COGs: odc-stac's per-read overhead (open,
+  datasets. Measured on 1024 px blocks of 4096 px COGs: odc-stac's per-read overhead (open,
   reprojection geometry, environment) cost 25 % on top of decoding, this path about 0
   (``benchmarks/RESULTS.md``). Open datasets are keyed by path, mtime and size, so a
   rewritten file is reopened; GDAL's block cache is capped at :data:`GDAL_CACHE_MB` while
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 LATTICE_TOL = 1e-6
 #: Open datasets kept per thread by the direct reader.
 HANDLE_CACHE_SIZE = 256
-#: GDAL block cache (MB) while a region is read: bounds what cached datasets hold.
+#: GDAL block cache (MB) while a block is read: bounds what cached datasets hold.
 GDAL_CACHE_MB = 64
 
 _HANDLES = threading.local()
@@ -78,10 +78,10 @@ def _crs(text: str) -> CRS:
 
 @contextmanager
 def reader_context(gbox: GeoBox, scope: str = "") -> Iterator[Any]:
-    """The rasterio/GDAL environment odc-stac reads in, for one region.
+    """The rasterio/GDAL environment odc-stac reads in, for one block.
 
     ``scope`` (a cube's key): this thread's cached datasets and known-bad sources are kept
-    while regions of the same scope follow each other, and dropped when the scope changes.
+    while blocks of the same scope follow each other, and dropped when the scope changes.
     """
     if getattr(_HANDLES, "scope", None) != scope:
         close_handles()
@@ -266,7 +266,7 @@ def read_band(
     SourceReadError after ``retries`` failed retries.
     """
     known_bad: dict[str, str] = getattr(_HANDLES, "bad", {})
-    if src.href in known_bad:  # failed in an earlier region of this cube: no more retries
+    if src.href in known_bad:  # failed in an earlier block of this cube: no more retries
         raise SourceReadError(src.href, known_bad[src.href])
     delay = backoff_s
     for attempt in range(retries + 1):

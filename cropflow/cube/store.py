@@ -1,4 +1,4 @@
-"""The cube on disk: a Zarr v3 group, written region by region, resumable, atomic on completion.
+"""The cube on disk: a Zarr v3 group, written block by block, resumable, atomic on completion.
 
 Cube format (``cropflow-cube/1``; the labels, training and prediction steps code against it)
 -------------------------------------------------------------------------------------------
@@ -32,8 +32,8 @@ step), ``cropflow:key`` (hash of parameters, grid, items), ``cropflow:params``,
 ``cropflow:bad_items`` (skipped items and why), ``cropflow:provider``,
 ``cropflow:search_uri``, ``cropflow:versions`` and, once complete, ``cropflow:summary``.
 
-Life cycle: a build writes ``<name>.zarr.partial`` (every region writes its chunks, then an
-atomic marker ``_cropflow_regions/<iy>-<ix>.json``); a re-run skips regions with a marker; the
+Life cycle: a build writes ``<name>.zarr.partial`` (every block writes its chunks, then an
+atomic marker ``_cropflow_blocks/<iy>-<ix>.json``); a re-run skips blocks with a marker; the
 final step records the summary, sets ``cropflow:complete`` and renames the store to
 ``<name>.zarr``. A reader can therefore tell an incomplete cube (no final path, or the flag is
 false); :func:`open_cube` refuses one with a DataError.
@@ -60,14 +60,14 @@ from odc.geo.xr import xr_coords
 from pydantic import BaseModel, Field
 from zarr.codecs import BloscCodec, ZstdCodec
 
+from cropflow.cube.block import BlockResult, BlockStats
 from cropflow.cube.grid import GridSpec
 from cropflow.cube.indices import INDICES
 from cropflow.cube.plan import CUBE_FORMAT, BadItem, CubePlan, version_info
-from cropflow.cube.region import RegionResult, RegionStats
 from cropflow.errors import DataError
 from cropflow.storage import atomic_write, replace_dir
 
-MARKER_DIR = "_cropflow_regions"
+MARKER_DIR = "_cropflow_blocks"
 PARTIAL_SUFFIX = ".partial"
 ATTR = "cropflow:"
 
@@ -208,11 +208,11 @@ def store_key(path: Path) -> str | None:
     return key if isinstance(key, str) else None
 
 
-def write_region(path: Path, result: RegionResult) -> None:
-    """Write one region's arrays into their chunks, then its completion marker."""
+def write_block(path: Path, result: BlockResult) -> None:
+    """Write one block's arrays into their chunks, then its completion marker."""
     t0 = time.perf_counter()
     group = zarr.open_group(str(path), mode="r+", zarr_format=3)
-    r = result.region
+    r = result.block
     for name, arr in result.arrays.items():
         target = group[name]
         if not isinstance(target, zarr.Array):
@@ -222,21 +222,21 @@ def write_region(path: Path, result: RegionResult) -> None:
     write_marker(path, result.stats)
 
 
-def write_marker(path: Path, stats: RegionStats) -> None:
-    """Record that a region is written (atomically)."""
+def write_marker(path: Path, stats: BlockStats) -> None:
+    """Record that a block is written (atomically)."""
     folder = path / MARKER_DIR
     folder.mkdir(exist_ok=True)
     atomic_write(folder / f"{stats.key}.json", stats.model_dump_json())
 
 
-def done_regions(path: Path) -> dict[str, RegionStats]:
-    """Markers of the regions already written in a partial store."""
+def done_blocks(path: Path) -> dict[str, BlockStats]:
+    """Markers of the blocks already written in a partial store."""
     folder = path / MARKER_DIR
     if not folder.is_dir():
         return {}
     out = {}
     for f in folder.glob("*.json"):
-        s = RegionStats.model_validate_json(f.read_text())
+        s = BlockStats.model_validate_json(f.read_text())
         out[s.key] = s
     return out
 
@@ -271,12 +271,12 @@ class CubeRef(BaseModel):
     indices: list[str]
     n_items: int = Field(description="Items used.")
     bad_items: list[BadItem] = Field(default_factory=list)
-    regions_total: int
-    regions_written: int = Field(description="Regions written by this run (others resumed).")
+    blocks_total: int
+    blocks_written: int = Field(description="Blocks written by this run (others resumed).")
     size_bytes: int
     elapsed_s: float = Field(description="Wall time of this run's write step.")
     task_s: float = Field(
-        0.0, description="Summed time of this run's region tasks (compute + write), all workers."
+        0.0, description="Summed time of this run's block tasks (compute + write), all workers."
     )
     steps: list[StepStats]
 
@@ -292,10 +292,10 @@ class CubeRef(BaseModel):
             f"- bands: {', '.join(self.bands)}; indices: {', '.join(self.indices) or 'none'}",
             f"- items used: {self.n_items}; skipped as unreadable: {len(self.bad_items)}"
             + (" (**DEGRADED**: a rerun retries them)" if self.degraded else ""),
-            f"- regions: {self.regions_total} ({self.regions_written} written by this run)",
+            f"- blocks: {self.blocks_total} ({self.blocks_written} written by this run)",
             f"- size on disk: {self.size_bytes / 2**20:.1f} MiB for {h * w * len(self.times)} "
             "pixel-steps",
-            f"- write time: {self.elapsed_s:.1f} s wall, {self.task_s:.1f} s in region tasks",
+            f"- write time: {self.elapsed_s:.1f} s wall, {self.task_s:.1f} s in block tasks",
             "",
             "| time | mean valid obs | observed | interpolated | empty |",
             "|---|---:|---:|---:|---:|",
@@ -310,8 +310,8 @@ class CubeRef(BaseModel):
         return "\n".join(lines) + "\n"
 
 
-def step_stats(plan: CubePlan, stats: Iterable[RegionStats]) -> list[StepStats]:
-    """Aggregate region stats into per-step cube statistics."""
+def step_stats(plan: CubePlan, stats: Iterable[BlockStats]) -> list[StepStats]:
+    """Aggregate block stats into per-step cube statistics."""
     n = len(plan.axis)
     total = 0
     sums = np.zeros((4, n), dtype=np.int64)
@@ -345,8 +345,8 @@ def items_version(key: str, used: list[str]) -> str:
 def finalize(partial: Path, final: Path, summary: dict[str, Any], bad: list[BadItem]) -> None:
     """The final step: record summary and skipped items, mark complete, swap into place.
 
-    The region markers are kept beside the store (:func:`kept_markers`): a rerun of a
-    degraded cube reopens it and rewrites only the regions of the skipped items. An existing
+    The block markers are kept beside the store (:func:`kept_markers`): a rerun of a
+    degraded cube reopens it and rewrites only the blocks of the skipped items. An existing
     cube at ``final`` is replaced by two renames, so a reader sees the old cube or the new one,
     never a mix."""
     group = zarr.open_group(str(partial), mode="r+", zarr_format=3)
@@ -369,12 +369,12 @@ def finalize(partial: Path, final: Path, summary: dict[str, Any], bad: list[BadI
 
 
 def kept_markers(final: Path) -> Path:
-    """Where the region markers of a complete cube are kept: ``.<name>.regions`` beside it."""
-    return final.with_name(f".{final.name}.regions")
+    """Where the block markers of a complete cube are kept: ``.<name>.blocks`` beside it."""
+    return final.with_name(f".{final.name}.blocks")
 
 
-def reopen(final: Path, partial: Path, drop_regions: set[str]) -> None:
-    """Turn a complete cube back into a partial store whose regions ``drop_regions`` are to
+def reopen(final: Path, partial: Path, drop_blocks: set[str]) -> None:
+    """Turn a complete cube back into a partial store whose blocks ``drop_blocks`` are to
     be written again (their markers removed); readers see no complete cube meanwhile."""
     if partial.exists():
         shutil.rmtree(partial)
@@ -385,7 +385,7 @@ def reopen(final: Path, partial: Path, drop_regions: set[str]) -> None:
     kept = kept_markers(final)
     if kept.is_dir() and not folder.exists():
         kept.rename(folder)
-    for key in drop_regions:
+    for key in drop_blocks:
         (folder / f"{key}.json").unlink(missing_ok=True)
 
 
@@ -404,9 +404,9 @@ def open_cube(uri: str | Path, require_complete: bool = True) -> xr.Dataset:
     partial = partial_path(path)
     if not path.exists():
         if partial.exists():
-            done = len(done_regions(partial))
+            done = len(done_blocks(partial))
             raise DataError(
-                f"cube {path} is incomplete: its build stopped after {done} region(s) "
+                f"cube {path} is incomplete: its build stopped after {done} block(s) "
                 f"({partial} holds the partial store)",
                 hint="re-run the same build; it resumes where it stopped",
             )
@@ -422,7 +422,8 @@ def open_cube(uri: str | Path, require_complete: bool = True) -> xr.Dataset:
             f"cube {path} is incomplete (cropflow:complete is not set)",
             hint="re-run the build to finish it, or pass require_complete=False to inspect it",
         )
-    return ds
+    result: xr.Dataset = ds
+    return result
 
 
 def cube_json(path: Path) -> str:

@@ -7,6 +7,7 @@ at least one overview level, however small the demo.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,15 @@ def block_size(rows: int, cols: int) -> int:
     while size * 2 <= min(rows, cols) // 2 and size * 2 <= MAX_BLOCK:
         size *= 2
     return size
+
+
+def _small_overviews(rows: int, cols: int) -> dict[str, int]:
+    """A raster within one or two blocks gets no overview from GDAL's AUTO rule: ask for the
+    levels down to about 16 px, as real COGs have overviews."""
+    side = min(rows, cols)
+    if side >= 2 * block_size(rows, cols):
+        return {}
+    return {"overview_count": max(1, int(math.log2(max(side, 16) / 16)))}
 
 
 def write_cog(
@@ -55,6 +65,7 @@ def write_cog(
         "compress": "DEFLATE",
         "predictor": 2,
         "blocksize": block_size(rows, cols),
+        **_small_overviews(rows, cols),
         "overview_resampling": "nearest" if categorical else "average",
         "num_threads": 1,
     }

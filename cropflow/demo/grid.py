@@ -152,7 +152,8 @@ def block_mean(array: np.ndarray) -> np.ndarray:
     """Mean over 2 x 2 blocks of the last two axes (10 m -> 20 m), in the input's dtype."""
     a = array
     total = a[..., 0::2, 0::2] + a[..., 1::2, 0::2] + a[..., 0::2, 1::2] + a[..., 1::2, 1::2]
-    return total * np.asarray(0.25, dtype=a.dtype)
+    result: np.ndarray = total * np.asarray(0.25, dtype=a.dtype)
+    return result
 
 
 def upsample(array: np.ndarray) -> np.ndarray:

@@ -150,7 +150,10 @@ def _crop(
 def grass_base(doy: float, shift: np.ndarray | float = 0.0) -> np.ndarray:
     """Green cover of unmown grass: greens up in April, browns a little in October."""
     t = doy - np.asarray(shift, dtype=np.float64)
-    return (0.5 + 0.4 * expit((t - 100.0) / 8.0)) * (1 - 0.3 * expit((doy - 292.0) / 10.0))
+    result: np.ndarray = (0.5 + 0.4 * expit((t - 100.0) / 8.0)) * (
+        1 - 0.3 * expit((doy - 292.0) / 10.0)
+    )
+    return result
 
 
 def _grass(
@@ -173,7 +176,8 @@ def _grass(
 def leaf_on(doy: float, shift: np.ndarray | float = 0.0) -> np.ndarray:
     """Leaf cover of broadleaved trees (0 in winter, 1 in summer)."""
     t = doy - np.asarray(shift, dtype=np.float64)
-    return expit((t - LEAF_OUT) / 5.0) * (1 - expit((t - LEAF_FALL) / 7.0))
+    result: np.ndarray = expit((t - LEAF_OUT) / 5.0) * (1 - expit((t - LEAF_FALL) / 7.0))
+    return result
 
 
 def algal_bloom(doy: float) -> float:

@@ -90,9 +90,9 @@ class DemoWorld:
     @classmethod
     def from_region(cls, out_dir: Path) -> DemoWorld:
         """The world of a generated region (read from its ``region.json``)."""
-        from cropflow.demo.region import load_region
+        from cropflow.demo.area import load_demo
 
-        return cls(load_region(out_dir).config)
+        return cls(load_demo(out_dir).config)
 
     # -- static truth -------------------------------------------------------------------
 

@@ -13,16 +13,7 @@ from cropflow.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from cropflow.labels.build import (
-        LabelSource as LabelSource,
-    )
-    from cropflow.labels.build import (
         TableImportParams as TableImportParams,
-    )
-    from cropflow.labels.build import (
-        TrainingSetOptions as TrainingSetOptions,
-    )
-    from cropflow.labels.build import (
-        TrainingSetParams as TrainingSetParams,
     )
     from cropflow.labels.build import (
         build_training_set as build_training_set,
@@ -39,6 +30,9 @@ if TYPE_CHECKING:
     from cropflow.labels.mapping import (
         load_mapping as load_mapping,
     )
+    from cropflow.labels.options import LabelSource as LabelSource
+    from cropflow.labels.options import TrainingSetOptions as TrainingSetOptions
+    from cropflow.labels.options import TrainingSetParams as TrainingSetParams
     from cropflow.labels.store import (
         TrainingSet as TrainingSet,
     )

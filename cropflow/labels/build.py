@@ -45,6 +45,7 @@ from cropflow.labels.io import ReadReport, read_labels
 from cropflow.labels.mapping import LabelMapping, MappingReport, apply_mapping, load_mapping
 from cropflow.labels.options import (  # noqa: F401 - also imported from here
     NAME_PATTERN,
+    SPLIT_NAMES,
     LabelSource,
     TrainingSetOptions,
     TrainingSetParams,
@@ -63,7 +64,6 @@ from cropflow.labels.rasterize import (
 )
 from cropflow.labels.samples import GridLabels, write_samples
 from cropflow.labels.splits import (
-    SPLIT_NAMES,
     SplitLayerReport,
     assign_splits,
     block_units,
@@ -214,7 +214,8 @@ def rasterize_labels(params: TrainingSetParams, prepared: PreparedLabels) -> Lab
 
 
 def _open_rasters(uri: str) -> xr.Dataset:
-    return xr.open_zarr(uri, consolidated=False, mask_and_scale=False).load()
+    result: xr.Dataset = xr.open_zarr(uri, consolidated=False, mask_and_scale=False).load()
+    return result
 
 
 def _field_table_vars(fields: pd.DataFrame) -> dict[str, Any]:

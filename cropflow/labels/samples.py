@@ -25,9 +25,10 @@ from cropflow.classes import IGNORE_INDEX, ClassMap
 from cropflow.errors import LabelError
 from cropflow.labels.grid import grid_crs_wkt, pixel_centres
 from cropflow.labels.options import (
+    NO_SPLIT,
+    SPLIT_NAMES,
     SampleOptions,
 )
-from cropflow.labels.splits import NO_SPLIT, SPLIT_NAMES
 from cropflow.labels.stats import class_weights
 from cropflow.labels.store import TrainingSetWriter, base_coords
 from cropflow.labels.summary import class_warnings

@@ -56,9 +56,9 @@ import zarr
 from cropflow.classes import ClassMap
 from cropflow.errors import DataError
 from cropflow.labels.options import (
+    SPLIT_NAMES,
     Kind,
 )
-from cropflow.labels.splits import SPLIT_NAMES
 from cropflow.labels.stats import NormStats, StatsAccumulator
 
 if TYPE_CHECKING:
@@ -78,7 +78,8 @@ def doy_of(times: np.ndarray) -> np.ndarray | None:
     if not np.issubdtype(times.dtype, np.datetime64):
         return None
     days = times.astype("datetime64[D]")
-    return (days - days.astype("datetime64[Y]")).astype(np.int16) + 1
+    result: np.ndarray | None = (days - days.astype("datetime64[Y]")).astype(np.int16) + 1
+    return result
 
 
 def base_coords(bands: list[str], times: np.ndarray) -> dict[str, Any]:
@@ -214,7 +215,8 @@ class TrainingSet:
     def split(self) -> np.ndarray:
         """Split name per sample (or per field for the field kind)."""
         codes = np.asarray(self.dataset["split"].values)
-        return np.asarray(SPLIT_NAMES, dtype=object)[codes]
+        result: np.ndarray = np.asarray(SPLIT_NAMES, dtype=object)[codes]
+        return result
 
     def indices(self, split: str) -> np.ndarray:
         """Sample (or field) positions of one split."""

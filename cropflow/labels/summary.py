@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from cropflow.classes import ClassMap
-from cropflow.labels.splits import SPLIT_NAMES
+from cropflow.labels.options import SPLIT_NAMES
 
 
 class TrainingSetSummary(BaseModel):

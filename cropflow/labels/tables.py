@@ -57,11 +57,11 @@ from pydantic import BaseModel, Field, model_validator
 from cropflow.classes import ClassDef, ClassMap
 from cropflow.errors import ConfigError, DataError, LabelError
 from cropflow.labels.mapping import MISSING_CODE, load_mapping, normalize_code
-from cropflow.labels.options import StatsOptions
+from cropflow.labels.options import SPLIT_NAMES, Kind, SplitFractions, SplitName, StatsOptions
 from cropflow.labels.samples import SampleCounts, count_by_split
-from cropflow.labels.splits import SPLIT_NAMES, SplitFractions, SplitName, stratified_assign
+from cropflow.labels.splits import stratified_assign
 from cropflow.labels.stats import class_weights
-from cropflow.labels.store import FORMAT_VERSION, Kind, TrainingSetWriter, base_coords
+from cropflow.labels.store import FORMAT_VERSION, TrainingSetWriter, base_coords
 from cropflow.labels.summary import class_warnings
 
 DropOrError = Literal["error", "drop"]
@@ -419,7 +419,8 @@ def _numeric(frame: pd.DataFrame, cols: Sequence[Hashable]) -> list[tuple[Hashab
 
 
 def _as_float(frame: pd.DataFrame, cols: Sequence[Hashable]) -> np.ndarray:
-    return frame[list(cols)].apply(pd.to_numeric).to_numpy(dtype=np.float32)
+    result: np.ndarray = frame[list(cols)].apply(pd.to_numeric).to_numpy(dtype=np.float32)
+    return result
 
 
 @dataclass

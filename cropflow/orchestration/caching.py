@@ -168,7 +168,7 @@ class StageCachePolicy(CachePolicy):
 def drop_stale_record(record: Path, workdir: Path) -> bool:
     """Delete a persisted stage result whose outputs are gone, or that says it is degraded
     (never final: the stage retries what it missed); True when it was dropped."""
-    from prefect.results import ResultRecord
+    from prefect._internal.result_records import ResultRecord
 
     if not record.is_file():
         return False

@@ -52,7 +52,8 @@ class CubeInfo:
 def _open_lazy(uri: str) -> xr.Dataset:
     """The cube with lazily indexed (not dask) variables: indexing reads only what it needs."""
     try:
-        return xr.open_zarr(uri, consolidated=False, decode_coords="all", chunks=None)
+        result: xr.Dataset = xr.open_zarr(uri, consolidated=False, decode_coords="all", chunks=None)
+        return result
     except (FileNotFoundError, KeyError, ValueError, OSError) as exc:
         raise DataError(
             f"cannot open cube {uri!r}: {exc}",

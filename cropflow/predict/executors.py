@@ -208,7 +208,8 @@ class ModelPayload:
                 if self.module is not None:
                     model = self.module
                 else:
-                    from models.base import build_model, parse_model_config
+                    from models.base import build_model
+                    from models.configs import parse_model_config
 
                     model = build_model(parse_model_config(str(self.config_json)), contract)
                     model.load_state_dict(self.state or {})

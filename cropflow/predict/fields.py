@@ -97,7 +97,8 @@ def field_mask(geom: BaseGeometry, transform: Affine, window: Window) -> npt.NDA
         mask = rasterize(
             [(geom, 1)], out_shape=shape, transform=t, fill=0, dtype="uint8", all_touched=True
         )
-    return mask.astype(bool)
+    result: npt.NDArray[np.bool_] = mask.astype(bool)
+    return result
 
 
 def field_index_raster(
@@ -112,4 +113,7 @@ def field_index_raster(
     if len(hits) == 0:
         return np.full(shape, -1, np.int32)
     shapes = ((fields.geometry.iloc[i], int(i)) for i in sorted(int(h) for h in hits))
-    return rasterize(shapes, out_shape=shape, transform=t, fill=-1, dtype="int32")
+    result: npt.NDArray[np.int32] = rasterize(
+        shapes, out_shape=shape, transform=t, fill=-1, dtype="int32"
+    )
+    return result

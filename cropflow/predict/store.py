@@ -187,7 +187,8 @@ def open_prediction(store: str | Path, require_complete: bool = True) -> xr.Data
             f"prediction {path} is incomplete (an interrupted run)",
             hint="run the prediction again with resume=True to finish the missing tiles",
         )
-    return xr.open_zarr(str(path), consolidated=False, decode_coords="all")
+    result: xr.Dataset = xr.open_zarr(str(path), consolidated=False, decode_coords="all")
+    return result
 
 
 def meta_json(meta: dict[str, Any]) -> str:

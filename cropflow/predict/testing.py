@@ -1,23 +1,72 @@
-"""Small cubes in the datacube format, for tests and benchmarks of prediction.
+"""Small cubes for tests and benchmarks of prediction, built by the real cube builder.
 
-:func:`write_cube` writes what the cube flow writes (Zarr v3, one float32 ``(time, y, x)``
-variable per band name, pixel-centre coordinates, a ``spatial_ref`` coordinate), from arrays
-held in memory. It is not a cube builder: real cubes come from :mod:`cropflow.cube`.
+:func:`write_cube` writes the arrays as float32 COGs (one per band and date, NaN nodata) with a
+STAC item per date and a collection profile naming the bands, then plans and writes the cube
+with :mod:`cropflow.cube` (the items' own grid kept, no mask, one observation per step, so the
+cube holds exactly the arrays): what a test predicts from is a cube as the flows make one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
+import pystac
+import rasterio
 import torch
-import xarray as xr
 from affine import Affine
 
 from cropflow.classes import ClassMap
 from cropflow.predict.model import ModelBundle
+
+
+def _items(
+    folder: Path,
+    bands: Mapping[str, npt.NDArray[np.floating]],
+    times: Sequence[datetime],
+    transform: Affine,
+    crs: str,
+) -> list[pystac.Item]:
+    from rasterio.warp import transform_bounds
+
+    first = next(iter(bands.values()))
+    _, h, w = first.shape
+    x0, y1 = transform.c, transform.f
+    x1, y0 = x0 + transform.a * w, y1 + transform.e * h
+    west, south, east, north = transform_bounds(crs, "EPSG:4326", x0, y0, x1, y1)
+    ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
+    items = []
+    for t, when in enumerate(times):
+        item = pystac.Item(
+            id=f"t{t:03d}",
+            geometry={"type": "Polygon", "coordinates": [ring]},
+            bbox=[west, south, east, north],
+            datetime=when,
+            properties={"proj:wkt2": rasterio.crs.CRS.from_user_input(crs).to_wkt()},
+            collection="test-cube",
+        )
+        for name, array in bands.items():
+            path = folder / f"t{t:03d}_{name}.tif"
+            with rasterio.open(
+                path, "w", driver="GTiff", width=w, height=h, count=1, dtype="float32",
+                crs=crs, transform=transform, nodata=float("nan"), tiled=True,
+                blockxsize=256, blockysize=256,
+            ) as dst:  # fmt: skip
+                dst.write(np.asarray(array[t], np.float32), 1)
+            extra = {
+                "proj:transform": list(transform)[:6],
+                "proj:shape": [h, w],
+                "raster:bands": [{"nodata": "nan", "data_type": "float32"}],
+            }
+            item.add_asset(
+                name, pystac.Asset(href=path.as_uri(), roles=["data"], extra_fields=extra)
+            )
+        items.append(item)
+    return items
 
 
 def write_cube(
@@ -27,38 +76,40 @@ def write_cube(
     transform: Affine,
     crs: str,
     chunk: int = 256,
-    attrs: Mapping[str, object] | None = None,
+    period: str | None = "1MS",
 ) -> Path:
-    """Write ``bands`` (name -> ``[T, H, W]``) as a complete cube Zarr at ``path``.
+    """Build a complete cube at ``path`` from ``bands`` (name -> ``[T, H, W]``) dated
+    ``times`` (one per step: period starts for ``period="1MS"``, acquisition times for
+    ``period=None``), on the grid ``transform``/``crs``; the COGs and items go beside it."""
+    from cropflow.cube import CubeParams, GridParams, plan_cube
+    from cropflow.cube import write_cube as build
+    from cropflow.stac.profiles import profile_from_mapping
 
-    The group attributes mark it complete (``cropflow:complete``) with a monthly period
-    (``cropflow:time``) and a key; ``attrs`` adds to or overrides them.
-    """
-    from odc.geo.geobox import GeoBox
-    from odc.geo.xr import xr_coords
-
-    first = next(iter(bands.values()))
-    _, h, w = first.shape
-    geobox = GeoBox((h, w), transform, crs)
-    coords: dict[str, object] = {
-        str(k): v for k, v in xr_coords(geobox, crs_coord_name="spatial_ref").items()
-    }
-    coords["time"] = np.asarray(times, dtype="datetime64[ns]")
-    ds = xr.Dataset(
-        {name: (("time", "y", "x"), np.asarray(a, np.float32)) for name, a in bands.items()},
-        coords=coords,
-        attrs={
-            "cropflow:format": "cropflow-cube/1",
-            "cropflow:complete": True,
-            "cropflow:key": Path(path).stem,
-            "cropflow:time": {"period": "1MS"},
-            **dict(attrs or {}),
-        },
-    )
-    t = ds.sizes["time"]
-    encoding = {name: {"chunks": (t, min(chunk, h), min(chunk, w))} for name in bands}
     out = Path(path)
-    ds.to_zarr(out, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
+    sources = out.with_name(f"{out.name}.sources")
+    sources.mkdir(parents=True, exist_ok=True)
+    stamps = pd.DatetimeIndex(np.asarray(times, dtype="datetime64[ns]"))
+    when = [t.to_pydatetime().replace(tzinfo=UTC) for t in stamps]
+    items = _items(sources, bands, when, transform, crs)
+    profile = profile_from_mapping(
+        {
+            "name": "test-cube",
+            "collections": ["test-cube"],
+            "defaults": {"kind": "reflectance", "dtype": "float32", "scale": 1.0, "offset": 0.0},
+            "bands": {name: {"asset": name} for name in bands},
+        },
+        "the test cube's profile",
+    )
+    params = CubeParams(
+        bands=list(bands),
+        indices=[],
+        mask=[],
+        period=period,
+        fill="none",
+        chunk_size=chunk,
+        grid=GridParams(like_items=True),
+    )
+    build(plan_cube(items, profile, params), out, executor="local")
     return out
 
 
@@ -71,7 +122,8 @@ def smooth_noise(
     raw = rng.normal(size=shape)
     sig = (0.0,) * (len(shape) - 2) + (sigma, sigma)
     out = gaussian_filter(raw, sigma=sig)
-    return (out / max(float(out.std()), 1e-12)).astype(np.float32)
+    result: npt.NDArray[np.float32] = (out / max(float(out.std()), 1e-12)).astype(np.float32)
+    return result
 
 
 def tiny_bundle(
@@ -91,7 +143,8 @@ def tiny_bundle(
     same model. ``stats``: band -> (mean, std); default (0, 1). ``gain`` scales every
     weight, so that an untrained model's output varies more with its input.
     """
-    from models.base import build_model, parse_model_config
+    from models.base import build_model
+    from models.configs import parse_model_config
     from models.contract import BandStats, InputContract
 
     contract = InputContract(

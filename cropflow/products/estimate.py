@@ -369,10 +369,12 @@ def read_sample(sample: str | Path | pd.DataFrame) -> pd.DataFrame:
             return pd.read_csv(path, keep_default_na=True)
         if suffix == ".parquet":
             try:
-                return gpd.read_parquet(path)
+                result: pd.DataFrame = gpd.read_parquet(path)
+                return result
             except (ValueError, KeyError):
                 return pd.read_parquet(path)
-        return gpd.read_file(path)
+        frame: pd.DataFrame = gpd.read_file(path)
+        return frame
     except (OSError, ValueError) as exc:
         raise DataError(
             f"sample {path} cannot be read: {exc}",

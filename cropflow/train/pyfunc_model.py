@@ -25,7 +25,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import torch
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc.model import PythonModel
 
 
 class CropflowPyfunc(PythonModel):

@@ -2,7 +2,7 @@
 
 Layout of a region (others code against it)::
 
-    <out>/region.json          the manifest (:class:`RegionManifest`)
+    <out>/region.json          the manifest (:class:`DemoManifest`)
     <out>/cogs/<item_id>/<band>.tif
     <out>/stac/collection.json
     <out>/stac/items.json      a FeatureCollection of all items
@@ -123,7 +123,7 @@ class ClassInfo(BaseModel):
     codes: list[int]
 
 
-class RegionManifest(BaseModel):
+class DemoManifest(BaseModel):
     """What a generated region holds; written as ``region.json``."""
 
     generator: str = "cropflow.demo"
@@ -143,24 +143,25 @@ class RegionManifest(BaseModel):
     def path(self, name: FileKey) -> Path:
         """Absolute path of one of the :class:`RegionFiles` (e.g. ``"items"``)."""
         if self.root is None:
-            raise DataError("this manifest was not read from a folder", hint="use load_region")
-        return self.root / getattr(self.files, name)
+            raise DataError("this manifest was not read from a folder", hint="use load_demo")
+        result: Path = self.root / getattr(self.files, name)
+        return result
 
     def class_map(self) -> ClassMap:
         """The legend as a :class:`~cropflow.classes.ClassMap`."""
         return demo_class_map()
 
 
-def load_region(out_dir: Path) -> RegionManifest:
+def load_demo(out_dir: Path) -> DemoManifest:
     """Read a generated region's manifest; :class:`DataError` if there is none."""
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
         raise DataError(
             f"no demo region at {out_dir} ({MANIFEST} missing)",
-            hint="generate it first: cropflow.demo.generate_region(out_dir, DemoConfig())",
+            hint="generate it first: cropflow.demo.generate_demo(out_dir, DemoConfig())",
         )
     try:
-        manifest = RegionManifest.model_validate_json(path.read_text())
+        manifest = DemoManifest.model_validate_json(path.read_text())
     except (ValidationError, ValueError) as exc:
         raise DataError(
             f"unreadable demo manifest {path}: {exc}",
@@ -170,7 +171,7 @@ def load_region(out_dir: Path) -> RegionManifest:
     return manifest
 
 
-def generate_region(out_dir: Path, config: DemoConfig | None = None) -> RegionManifest:
+def generate_demo(out_dir: Path, config: DemoConfig | None = None) -> DemoManifest:
     """Generate the demo region of ``config`` (default: ``DemoConfig()``) into ``out_dir``.
 
     A no-op when ``out_dir`` already holds the region of the same config hash; a region of
@@ -200,11 +201,11 @@ def generate_region(out_dir: Path, config: DemoConfig | None = None) -> RegionMa
     return manifest
 
 
-def _existing(out_dir: Path) -> RegionManifest | None:
+def _existing(out_dir: Path) -> DemoManifest | None:
     if not (out_dir / MANIFEST).is_file():
         return None
     try:
-        return load_region(out_dir)
+        return load_demo(out_dir)
     except DataError:
         return None
 
@@ -259,7 +260,7 @@ def _reprocessed(
     return {(i, k % n_tiles): k for k, i in enumerate(picks)}
 
 
-def _write_region(root: Path, final_root: Path, config: DemoConfig) -> RegionManifest:
+def _write_region(root: Path, final_root: Path, config: DemoConfig) -> DemoManifest:
     """Write every file of the region under ``root``; hrefs point into ``final_root``."""
     files = RegionFiles()
     world = DemoWorld(config)
@@ -367,7 +368,7 @@ def _write_region(root: Path, final_root: Path, config: DemoConfig) -> RegionMan
         description="field id",
     )
 
-    manifest = RegionManifest(
+    manifest = DemoManifest(
         config=config,
         config_hash=config.config_hash(),
         grid=GridInfo(crs=crs, transform=list(world.grid.transform[:6]), shape=world.grid.shape),

@@ -1,7 +1,7 @@
-"""One region of the cube, computed from its COG windows: read -> mask -> composite -> fill.
+"""One block of the cube, computed from its COG windows: read -> mask -> composite -> fill.
 
-A region is a block of the grid (one Zarr chunk in space, every time step). Its memory is
-bounded by the region size, never by the area of the cube: time steps are processed one at
+A block is a block of the grid (one Zarr chunk in space, every time step). Its memory is
+bounded by the block size, never by the area of the cube: time steps are processed one at
 a time (only that step's acquisitions are held), and the outputs are (steps, h, w) float32.
 """
 
@@ -25,7 +25,7 @@ from cropflow.cube.composite import (
     masked_mean,
     masked_median,
 )
-from cropflow.cube.grid import Region
+from cropflow.cube.grid import Block
 from cropflow.cube.indices import compute_index
 from cropflow.cube.plan import BadItem, CubePlan, SourceItem
 from cropflow.cube.read import SourceReadError, read_band, reader_context
@@ -34,8 +34,8 @@ from cropflow.cube.read import SourceReadError, read_band, reader_context
 MASK_VALUES = 2**16
 
 
-class RegionStats(BaseModel):
-    """What a finished region reports (also stored as its completion marker)."""
+class BlockStats(BaseModel):
+    """What a finished block reports (also stored as its completion marker)."""
 
     key: str
     n_pixels: int
@@ -46,16 +46,16 @@ class RegionStats(BaseModel):
     bad_items: list[BadItem] = Field(default_factory=list)
     n_reads: int = Field(0, description="COG windows read.")
     seconds: float = Field(0.0, description="Compute time (read, mask, composite, fill).")
-    write_seconds: float = Field(0.0, description="Time to write the region's Zarr chunks.")
+    write_seconds: float = Field(0.0, description="Time to write the block's Zarr chunks.")
 
 
 @dataclass
-class RegionResult:
-    """The arrays of every cube variable for one region, and its stats."""
+class BlockResult:
+    """The arrays of every cube variable for one block, and its stats."""
 
-    region: Region
+    block: Block
     arrays: dict[str, np.ndarray]
-    stats: RegionStats
+    stats: BlockStats
 
 
 def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
@@ -63,15 +63,17 @@ def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
 
 
 def _is_missing(a: np.ndarray) -> np.ndarray:
-    return np.isnan(a) if np.issubdtype(a.dtype, np.floating) else a == 0
+    result: np.ndarray = np.isnan(a) if np.issubdtype(a.dtype, np.floating) else a == 0
+    return result
 
 
 def _is_present(a: np.ndarray) -> np.ndarray:
-    return ~np.isnan(a) if np.issubdtype(a.dtype, np.floating) else a != 0
+    result: np.ndarray = ~np.isnan(a) if np.issubdtype(a.dtype, np.floating) else a != 0
+    return result
 
 
 class _DayReader:
-    """Reads and mosaics the items of one solar day onto a region."""
+    """Reads and mosaics the items of one solar day onto a block."""
 
     def __init__(self, plan: CubePlan, gbox: GeoBox, ctx: Any) -> None:
         self.plan = plan
@@ -179,7 +181,8 @@ class _DayReader:
 
 def _step_days(plan: CubePlan) -> np.ndarray:
     t = np.array(plan.axis.times, dtype="datetime64[s]")
-    return (t - t[0]).astype(np.float64) / 86400.0
+    result: np.ndarray = (t - t[0]).astype(np.float64) / 86400.0
+    return result
 
 
 def _composite(plan: CubePlan, band: str, layers: list[np.ndarray], mask: MedianMask) -> np.ndarray:
@@ -198,15 +201,15 @@ def _composite(plan: CubePlan, band: str, layers: list[np.ndarray], mask: Median
     return masked_median(layers, mask, scale, offset, overwrite=True)[0]
 
 
-def compute_region(plan: CubePlan, region: Region, scope: str = "") -> RegionResult:
-    """Every variable of the cube over ``region`` (see the module docstring).
+def compute_block(plan: CubePlan, block: Block, scope: str = "") -> BlockResult:
+    """Every variable of the cube over ``block`` (see the module docstring).
 
     ``scope`` names the build: sources found unreadable are not retried within one build (one
     scope), and are tried again by the next (default: the plan's key)."""
     t0 = time.perf_counter()
     p = plan.params
     bands = plan.bands
-    gbox = plan.geobox()[region.slices]
+    gbox = plan.geobox()[block.slices]
     left, bottom, right, top = gbox.boundingbox
     skipped = plan.skipped_ids
     items = [
@@ -215,7 +218,7 @@ def compute_region(plan: CubePlan, region: Region, scope: str = "") -> RegionRes
         if i.id not in skipped and _intersects(i.bbox, (left, bottom, right, top))
     ]
     n_steps = len(plan.axis)
-    h, w = region.shape
+    h, w = block.shape
     outs = {b: np.empty((n_steps, h, w), dtype=np.float32) for b in bands}
     count = np.zeros((n_steps, h, w), dtype=plan.count_dtype)
 
@@ -261,8 +264,8 @@ def compute_region(plan: CubePlan, region: Region, scope: str = "") -> RegionRes
     arrays["valid_count"] = count
     arrays["interpolated"] = interpolated
     first = outs[bands[0]]
-    stats = RegionStats(
-        key=region.key,
+    stats = BlockStats(
+        key=block.key,
         n_pixels=h * w,
         valid_obs=[int(x) for x in count.sum(axis=(1, 2), dtype=np.int64)],
         observed=[int(x) for x in has.sum(axis=(1, 2))],
@@ -272,4 +275,4 @@ def compute_region(plan: CubePlan, region: Region, scope: str = "") -> RegionRes
         n_reads=reader.n_reads,
         seconds=time.perf_counter() - t0,
     )
-    return RegionResult(region=region, arrays=arrays, stats=stats)
+    return BlockResult(block=block, arrays=arrays, stats=stats)
