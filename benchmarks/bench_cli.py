@@ -104,6 +104,9 @@ def main() -> None:
         os.environ["CROPFLOW_WORKDIR"] = str(work)
         alone, library = search_overhead(args.repeats, work)
         settings = get_settings()
+        from cropflow.demo import DemoConfig, generate_demo
+
+        generate_demo(settings.demo_dir, DemoConfig.tiny())  # the stack serves its catalog
         stack.up(settings)
         try:
             on_stack, library_stack = search_overhead(args.repeats, work)
