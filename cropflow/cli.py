@@ -26,6 +26,7 @@ from cropflow.labels import TrainingSetParams
 from cropflow.orchestration import stack
 from cropflow.orchestration.api import prefect_api
 from cropflow.predict import PredictParams
+from cropflow.products.area_params import AreaEstimateParams, SampleDesignParams
 from cropflow.redact import find_credentials, install_log_redaction
 from cropflow.settings import get_settings
 from cropflow.stac.params import SearchParams
@@ -48,12 +49,26 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "cropflow")  # to the run
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # not a line per worker event
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is at each record: a redirect (a test runner, a
+    wrapper) may replace it, and a handler bound to a closed stream would print the raw,
+    unredacted record in its error report."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        """Ignored: the stream is always the current ``sys.stderr``."""
+
+
 def console_logging() -> None:
     """cropflow's own INFO lines (epochs, cube progress, warnings) on stderr, as Prefect's."""
     logger = logging.getLogger("cropflow")
     if any(getattr(h, "_cropflow_console", False) for h in logger.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         logging.Formatter("%(asctime)s.%(msecs)03d | %(levelname)-7s | %(name)s - %(message)s",
                           datefmt="%H:%M:%S")
@@ -285,6 +300,42 @@ params_command(
     PredictParams,
     no_credentials(_run_predict),
     "Map a cube with a registered model and publish the map products.",
+    wrap=friendly_errors,
+)
+
+
+def _run_sample_design(params: SampleDesignParams) -> None:
+    from flows.accuracy import sample_design_flow
+
+    with prefect_api():
+        result = sample_design_flow(params)
+    typer.echo(result.markdown())
+
+
+def _run_area_estimate(params: AreaEstimateParams) -> None:
+    from flows.accuracy import area_estimate_flow
+
+    with prefect_api():
+        result = area_estimate_flow(params)
+    typer.echo(result.markdown())
+
+
+params_command(
+    app,
+    "sample-design",
+    SampleDesignParams,
+    no_credentials(_run_sample_design),
+    "Draw a stratified random sample of a class map for reference labelling (GeoPackage and "
+    "CSV with an empty label column; the map class hidden from labellers).",
+    wrap=friendly_errors,
+)
+params_command(
+    app,
+    "area-estimate",
+    AreaEstimateParams,
+    no_credentials(_run_area_estimate),
+    "Estimate class areas with standard errors and confidence intervals, and the map's "
+    "accuracies, from a labelled sample (Olofsson et al. 2014): class_area_estimate.*.",
     wrap=friendly_errors,
 )
 

@@ -44,6 +44,7 @@ from pydantic import (
 )
 
 from cropflow.errors import AOIError, ConfigError, ProviderError
+from cropflow.products.area_params import AreaEstimateOptions, ReferenceSample
 from cropflow.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -393,6 +394,19 @@ class RegionConfig(BaseModel):
         "in none are left out (docs/DATA.md). Unset: spatial blocks split by fractions.",
     )
 
+    reference_sample: str | None = Field(
+        None,
+        description="Labelled reference sample of the region's map (path relative to the region "
+        "file; e.g. the labelling file of `cropflow sample-design`, labels filled in): each remap "
+        "then also publishes class_area_estimate.* (areas with confidence intervals, accuracies; "
+        "Olofsson et al. 2014). Unset: pixel-count areas only.",
+    )
+    area_estimate: AreaEstimateOptions = Field(
+        default_factory=AreaEstimateOptions,
+        description="How the reference sample is read (label column, confidence level, "
+        "points outside the map or unlabelled).",
+    )
+
     @field_validator("name")
     @classmethod
     def _slug(cls, value: str) -> str:
@@ -415,7 +429,7 @@ class RegionConfig(BaseModel):
                 raise ValueError(str(exc)) from None
         return _resolve_path(value, info)
 
-    @field_validator("labels", "mapping", "split_layer")
+    @field_validator("labels", "mapping", "split_layer", "reference_sample")
     @classmethod
     def _paths(cls, value: str | None, info: ValidationInfo) -> str | None:
         return None if value is None else _resolve_path(value, info)
@@ -525,6 +539,14 @@ class RegionConfig(BaseModel):
     def split_layer_path(self, settings: Settings | None = None) -> Path | None:
         """The split file, placeholders filled (None: splits by blocks and fractions)."""
         return None if self.split_layer is None else Path(expand(self.split_layer, settings))
+
+    def reference(self, settings: Settings | None = None) -> ReferenceSample | None:
+        """The labelled reference sample with its reading options (None: the region has none)."""
+        if self.reference_sample is None:
+            return None
+        return ReferenceSample(
+            sample=expand(self.reference_sample, settings), **self.area_estimate.model_dump()
+        )
 
     def datetime_range(self, today: date | None = None) -> str:
         """The season as a STAC datetime interval for a run on ``today``."""

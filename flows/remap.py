@@ -44,7 +44,7 @@ def remap_region(params: RemapParams | None = None) -> ChainSummary:
             p.predict, cube.uri, region.name, region.model_alias, region.model_name()
         )
         prediction = refreshed(predict_tiles, p.refresh)(pin_model_task(predict_params))
-        products = refreshed(build_map_products, p.refresh)(prediction)
+        products = refreshed(build_map_products, p.refresh)(prediction, region.reference())
         publish_report(prediction, products)
     return ChainSummary(
         region=region.name,

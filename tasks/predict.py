@@ -12,6 +12,7 @@ from cropflow.orchestration.retries import crash_retry_options
 from cropflow.predict import PredictionResult, PredictParams, predict
 from cropflow.predict.progress import report_progress
 from cropflow.products import ProductsResult, build_products
+from cropflow.products.area_params import ReferenceSample
 from cropflow.products.report import report_markdown
 from tasks.progress import progress_artifact
 
@@ -40,9 +41,12 @@ def predict_tiles(params: PredictParams) -> PredictionResult:
 
 
 @task(name="build-products", **crash_retry_options(), **stage_task_options())
-def build_map_products(prediction: PredictionResult) -> ProductsResult:
-    """Build and atomically publish the map products of a prediction."""
-    return build_products(prediction)
+def build_map_products(
+    prediction: PredictionResult, reference: ReferenceSample | None = None
+) -> ProductsResult:
+    """Build and atomically publish the map products of a prediction (with the class area
+    estimate when a labelled reference sample is given)."""
+    return build_products(prediction, reference=reference)
 
 
 @task(name="predict-report")

@@ -850,3 +850,44 @@ def test_the_parameters_import_light() -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# --- pure strata and reference classes outside the legend --------------------------------------
+
+
+def test_a_pure_stratum_gets_a_wilson_variance_not_zero() -> None:
+    """A stratum whose 20 points all agree: the textbook variance is 0 (a zero-width
+    interval); the default gives its share the Wilson-centred value (n + z²/2)/(n + z²)."""
+    names = ["crop", "other-land"]
+    strata = _strata(names, [1000, 3000], 0.01)
+    counts = _matrix(names, [[20, 0], [6, 34]])
+    textbook = estimate_from_counts(counts, strata, pure_strata="textbook").by_name()["crop"]
+    wilson_est = estimate_from_counts(counts, strata)
+    wilson = wilson_est.by_name()["crop"]
+    assert textbook.users_accuracy_se == 0.0 and wilson.users_accuracy == 1.0
+    share = (20 + 1.96**2 / 2) / (20 + 1.96**2)
+    assert _v(wilson.users_accuracy_se) == pytest.approx(math.sqrt(share * (1 - share) / 19))
+    # the crop area's variance: the pure stratum's term + the other stratum's (unchanged)
+    w = np.array([0.25, 0.75])
+    other_term = w[1] ** 2 * (6 / 40) * (34 / 40) / 39
+    assert _v(textbook.estimated_fraction_se) == pytest.approx(math.sqrt(other_term))
+    assert _v(wilson.estimated_fraction_se) == pytest.approx(
+        math.sqrt(w[0] ** 2 * share * (1 - share) / 19 + other_term)
+    )
+    assert wilson.area_ha == textbook.area_ha, "the estimate itself is unchanged"
+    assert any("'crop'" in note and "Wilson" in note for note in wilson_est.warnings)
+
+
+def test_a_reference_class_outside_the_legend(tmp_path: Path) -> None:
+    path, pts, _ = _labelled(tmp_path)
+    pts.loc[pts.index[:5], "label"] = "Other"
+    with pytest.raises(LabelError, match="other_label"):
+        estimate_areas(path, pts)
+    est = estimate_areas(path, pts, AreaEstimateOptions(other_label="other"))
+    other = est.by_name()["other"]
+    assert other.class_id == -1 and other.mapped_pixels == 0 and other.n_reference == 5
+    assert other.area_ha > 0 and other.producers_accuracy == 0.0
+    total = sum(c.area_ha for c in est.classes)
+    assert total == pytest.approx(est.total_area_ha)
+    with pytest.raises(LabelError, match="is a class of the map's legend"):
+        estimate_areas(path, pts, AreaEstimateOptions(other_label="Maize"))

@@ -90,6 +90,8 @@ def test_profile_examples(folder: Path) -> None:
 def test_region_example(folder: Path) -> None:
     (folder / "catalog").mkdir()
     (folder / "catalog" / "catalog.json").write_text("{}")  # the user's catalog goes here
+    (folder / "reference").mkdir()
+    (folder / "reference" / "labelled.gpkg").write_bytes(b"")  # and their labelled sample
     region = load_region_file(folder / "sinop.yaml")
     assert region.name == "sinop" and region.model_name() == "sinop-crops"
     assert region.grid is not None and region.grid.like_items
@@ -97,6 +99,9 @@ def test_region_example(folder: Path) -> None:
     assert region.provider == str((folder / "my-ndvi.yaml").resolve())
     assert region.catalog == str((folder / "catalog" / "catalog.json").resolve())
     assert region.split_layer_path() == (folder / "labels" / "splits.geojson").resolve()
+    reference = region.reference()
+    assert reference is not None and reference.other_label == "other"
+    assert reference.sample == str((folder / "reference" / "labelled.gpkg").resolve())
     params = region.search_params()
     assert params.catalog == region.catalog and params.provider == region.provider
 

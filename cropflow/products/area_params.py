@@ -17,6 +17,7 @@ from cropflow.errors import ConfigError
 Allocation = Literal["proportional", "equal", "neyman"]
 DropOrError = Literal["error", "drop"]
 SmallStratum = Literal["error", "warn"]
+PureStrata = Literal["wilson", "textbook"]
 
 
 class SampleDesignOptions(BaseModel):
@@ -126,6 +127,19 @@ class AreaEstimateOptions(BaseModel):
         description="Points with an empty label: error or drop (leave them out, listed). "
         "Dropping is unbiased only if the points left unlabelled are a random subset.",
     )
+    other_label: str | None = Field(
+        None,
+        description="Label of reference points whose class is none of the map's legend (e.g. "
+        "'other': roads, hedges, classes the model does not know). They count as errors of "
+        "the class mapped there, and their area is estimated too (a row with no mapped pixel, "
+        "class_id -1). None: labels outside the legend are refused.",
+    )
+    pure_strata: PureStrata = Field(
+        "wilson",
+        description="A stratum whose labelled points all have one reference class has a "
+        "variance of 0 by the textbook formulas (a zero-width interval): wilson gives its share "
+        "the Wilson-centred value (n + z²/2)/(n + z²) in the variances; textbook keeps 0.",
+    )
     on_small_stratum: SmallStratum = Field(
         "error",
         description="A stratum with a single labelled point (its variance is undefined): error, "
@@ -143,4 +157,14 @@ class AreaEstimateParams(AreaEstimateOptions):
     )
     output: str | None = Field(
         None, description="Folder for the estimate files. None: beside the class map."
+    )
+
+
+class ReferenceSample(AreaEstimateOptions):
+    """A labelled reference sample of a region's map: the remap estimates class areas from
+    it with every map it publishes (``class_area_estimate.*`` among the products)."""
+
+    sample: str = Field(
+        description="The labelled sample: GeoPackage/GeoJSON/GeoParquet points in any CRS, or "
+        "CSV with x,y in the map's CRS or lon,lat (as written by sample-design)."
     )

@@ -4,6 +4,7 @@
 
     class_map.tif (+ .aux.xml)   probability.tif   confidence.tif   quicklook.png
     class_area.csv   class_area.parquet   [fields.parquet   fields.gpkg]
+    [class_area_estimate.csv .parquet .md .png .json]   (with a labelled reference sample)
     catalog.json   <item id>/<item id>.json        (STAC, self-contained, relative hrefs)
 
 Nothing in ``products/<region>/`` changes until all of it is written; a failure leaves the
@@ -23,8 +24,10 @@ from cropflow.errors import DataError, PublishError
 from cropflow.predict.fields import load_fields
 from cropflow.predict.run import ModelInfo, PredictionResult
 from cropflow.predict.store import read_meta
+from cropflow.products.area_params import ReferenceSample
 from cropflow.products.areas import class_areas, write_area_table
 from cropflow.products.cog import write_class_cog, write_confidence_cog, write_probability_cog
+from cropflow.products.estimate import AreaEstimate, estimate_areas, write_area_estimate
 from cropflow.products.fields import field_results, write_field_results
 from cropflow.products.publish import staged
 from cropflow.products.quicklook import write_quicklook
@@ -89,12 +92,18 @@ def verified_meta(prediction: PredictionResult) -> dict[str, Any]:
     return meta
 
 
-def build_products(prediction: PredictionResult, dest: Path | None = None) -> ProductsResult:
+def build_products(
+    prediction: PredictionResult,
+    dest: Path | None = None,
+    reference: ReferenceSample | None = None,
+) -> ProductsResult:
     """Write COGs, quicklook, area table, per-field results and STAC; publish atomically.
 
     Model, cube and provenance in tags and STAC come from the store's own record, checked
     against the run's (:func:`verified_meta`) before the products are written and again right
-    before they are published."""
+    before they are published. With a labelled ``reference`` sample, the class areas are also
+    estimated from it (``class_area_estimate.*``, Olofsson et al. 2014); a sample that cannot
+    be used fails the run and leaves the published products as they were."""
     store = Path(prediction.store)
     meta = verified_meta(prediction)
     model = ModelInfo.model_validate(meta["model"])
@@ -141,6 +150,13 @@ def build_products(prediction: PredictionResult, dest: Path | None = None) -> Pr
         files["quicklook"] = write_quicklook(
             files["class_map"], cm, areas, stage / "quicklook.png", title=prediction.region
         )
+        estimate = None
+        if reference is not None:
+            estimate = estimate_areas(files["class_map"], reference.sample, reference)
+            written = write_area_estimate(
+                estimate, stage, title=f"{prediction.region}: class areas from the reference sample"
+            )
+            files.update({f"class_area_estimate_{kind}": path for kind, path in written.items()})
         n_fields = None
         if prediction.fields:
             fields = load_fields(prediction.fields, prediction.field_id_column, crs)
@@ -149,6 +165,8 @@ def build_products(prediction: PredictionResult, dest: Path | None = None) -> Pr
             n_fields = len(table)
 
         items = _items(prediction, files)
+        if estimate is not None:
+            items.append(_estimate_item(prediction.region, files, estimate))
         catalog = write_catalog(
             stage,
             prediction.region,
@@ -267,3 +285,50 @@ def _items(prediction: PredictionResult, files: dict[str, Path]) -> list[Product
             )
         )
     return items
+
+
+def _estimate_item(region: str, files: dict[str, Path], estimate: AreaEstimate) -> ProductItem:
+    """The STAC item of the area estimate: its files, and per class the estimated area with
+    its interval and the accuracies (``cropflow:area_estimate``)."""
+    figures = [
+        {
+            "class": c.class_name,
+            "value": c.class_id,
+            "mapped_area_ha": c.mapped_area_ha,
+            "area_ha": c.area_ha,
+            "area_se_ha": c.area_se_ha,
+            "area_ci_low_ha": c.area_ci_low_ha,
+            "area_ci_high_ha": c.area_ci_high_ha,
+            "users_accuracy": c.users_accuracy,
+            "producers_accuracy": c.producers_accuracy,
+        }
+        for c in estimate.classes
+    ]
+    return ProductItem(
+        id=f"{region}-class-area-estimate",
+        title="Class areas estimated from the reference sample (ha, with confidence intervals)",
+        raster=False,
+        properties={
+            "cropflow:area_estimate": {
+                "method": "stratified estimator, Olofsson et al. 2014",
+                "z": estimate.z,
+                "n_points": estimate.n_points,
+                "overall_accuracy": estimate.overall_accuracy,
+                "overall_accuracy_se": estimate.overall_accuracy_se,
+                "classes": figures,
+            }
+        },
+        assets=[
+            ProductAsset("csv", files["class_area_estimate_csv"], CSV, ["data"], classes=True),
+            ProductAsset(
+                "parquet", files["class_area_estimate_parquet"], PARQUET, ["data"], classes=True
+            ),
+            ProductAsset(
+                "report", files["class_area_estimate_report"], "text/markdown", ["metadata"]
+            ),
+            ProductAsset("chart", files["class_area_estimate_chart"], PNG, ["overview"]),
+            ProductAsset(
+                "json", files["class_area_estimate_json"], "application/json", ["metadata"]
+            ),
+        ],
+    )

@@ -28,6 +28,14 @@ CRS). The sample is one of pixels, equally likely within a stratum, so within a 
 pixel counts the same: exact for a projected map, a close approximation for a geographic map
 whose pixel areas vary with latitude.
 
+A stratum whose labelled points all have the same reference class has a variance of 0 by
+these formulas (a zero-width interval from 20 points). By default (``pure_strata="wilson"``)
+its share of that class enters the variances at the Wilson-centred value (n_i. + z²/2)/(n_i. +
+z²) (Wilson 1927; Agresti and Coull 1998): measured on the demo, the textbook estimator's 95 %
+intervals held a near-perfect class's true area in 12 % of 200 samples, the adjusted ones in
+the expected share. ``pure_strata="textbook"`` keeps the published formulas (Olofsson et al.'s
+example has no such stratum, so it is reproduced either way).
+
 A stratum with mapped pixels and no labelled point cannot be estimated: always an error. A
 stratum with a single labelled point has no within-stratum variance (n_i. - 1 = 0): by default
 an error; with ``on_small_stratum="warn"`` every estimate is still given, and every standard
@@ -56,7 +64,12 @@ from rasterio.windows import Window as RioWindow
 
 from cropflow.classes import ClassMap
 from cropflow.errors import DataError, LabelError
-from cropflow.products.area_params import AreaEstimateOptions, SmallStratum
+from cropflow.products.area_params import (
+    AreaEstimateOptions,
+    AreaEstimateParams,
+    PureStrata,
+    SmallStratum,
+)
 from cropflow.products.cog import BLOCK
 from cropflow.products.sampling import (
     STRATUM_COLUMNS,
@@ -197,6 +210,7 @@ def estimate_from_counts(
     strata: Sequence[StratumSize],
     z: float = 1.96,
     on_small_stratum: SmallStratum = "error",
+    pure_strata: PureStrata = "wilson",
 ) -> AreaEstimate:
     """The stratified estimate from an error matrix of sample counts (map class -> reference
     class -> points, by class name) and the map's strata (every legend class, in legend order,
@@ -237,12 +251,13 @@ def estimate_from_counts(
     p = w[:, None] * share
     p_col = p.sum(axis=0)
     terms = _variance_terms(n, n_i, w)
-    se_col = np.sqrt(terms.sum(axis=0))
     diag = np.diag(p)
     with np.errstate(divide="ignore", invalid="ignore"):
         users = np.where(n_i > 0, np.diag(n) / np.maximum(n_i, 1), np.nan)
         var_u = np.where(n_i > 1, users * (1 - users) / (n_i - 1), np.nan)
         producers = np.where(p_col > 0, diag / p_col, np.nan)
+    warnings += _widen_pure_strata(n, n_i, w, z, terms, var_u, names, pure_strata)
+    se_col = np.sqrt(terms.sum(axis=0))
     oa = float(diag.sum())
     oa_terms = np.where(w > 0, w**2 * np.nan_to_num(var_u, nan=0.0), 0.0)
     oa_terms[(w > 0) & (n_i == 1)] = np.nan
@@ -292,6 +307,37 @@ def estimate_from_counts(
         },
         warnings=warnings,
     )
+
+
+def _widen_pure_strata(
+    n: npt.NDArray[np.float64],
+    n_i: npt.NDArray[np.float64],
+    w: npt.NDArray[np.float64],
+    z: float,
+    terms: npt.NDArray[np.float64],
+    var_u: npt.NDArray[np.float64],
+    names: Sequence[str],
+    rule: PureStrata,
+) -> list[str]:
+    """Strata whose labelled points all have one reference class have a variance of 0 by the
+    textbook formulas: a sample of 20 cannot see 1 % of errors, yet the interval would claim
+    certainty. With ``rule="wilson"`` their share of that class takes the Wilson-centred value
+    (n_i. + z²/2)/(n_i. + z²) in the variances (user's accuracy, that class's area, the overall
+    accuracy; ``terms`` and ``var_u`` are updated in place). Returns a note per stratum."""
+    pure = np.flatnonzero((w > 0) & (n_i > 1) & (n.max(axis=1) == n_i))
+    if rule == "textbook" or pure.size == 0:
+        return []
+    notes = []
+    for i in pure:
+        j = int(np.argmax(n[i]))
+        share = (n_i[i] + z**2 / 2) / (n_i[i] + z**2)
+        var_u[i] = share * (1 - share) / (n_i[i] - 1)
+        terms[i, j] = w[i] ** 2 * var_u[i]
+        notes.append(
+            f"every labelled point of stratum {names[int(i)]!r} is {names[j]!r}: its variance uses "
+            f"the Wilson-centred share {share:.3f} instead of 1 (pure_strata='wilson')"
+        )
+    return notes
 
 
 def _check_strata(
@@ -488,6 +534,35 @@ def resolve_labels(values: pd.Series, classes: ClassMap) -> tuple[list[str | Non
     return out, unknown
 
 
+#: class_id of the reference class "none of the legend" (AreaEstimateOptions.other_label).
+OTHER_ID = -1
+
+
+def _other_labels(
+    values: pd.Series, labels: list[str | None], other: str, info: MapStrata
+) -> tuple[list[str | None], list[str]]:
+    """Labels with ``other`` (compared as class names are) resolved to ``other``; the labels
+    still unknown."""
+    if _normal(other) in {_normal(n) for n in info.classes.names}:
+        raise LabelError(
+            f"other_label {other!r} is a class of the map's legend {info.classes.names}",
+            hint="give other_label a name that no class of the map has, e.g. 'other'",
+        )
+    out = list(labels)
+    unknown: list[str] = []
+    for i, (value, name) in enumerate(zip(values, labels, strict=True)):
+        if name is not None or value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        text = str(value).strip()
+        if not text:
+            continue
+        if _normal(text) == _normal(other):
+            out[i] = other
+        else:
+            unknown.append(str(value))
+    return out, unknown
+
+
 def estimate_areas(
     class_map: str | Path,
     sample: str | Path | pd.DataFrame,
@@ -512,13 +587,20 @@ def estimate_areas(
         )
     ids = _point_ids(table)
     labels, unknown = resolve_labels(table[opts.label_column], info.classes)
+    strata = list(info.strata)
+    if opts.other_label is not None:
+        labels, unknown = _other_labels(table[opts.label_column], labels, opts.other_label, info)
+        strata.append(
+            StratumSize(class_id=OTHER_ID, class_name=opts.other_label, pixels=0, area_ha=0.0)
+        )
     if unknown:
         shown = sorted(set(unknown))[:SHOWN]
         legend = dict(zip(info.classes.ids, info.classes.names, strict=True))
         raise LabelError(
             f"sample {source} has labels {shown} ({len(unknown)} points) that are not classes "
             f"of the map's legend {legend}",
-            hint="label with the legend's class names or ids (or correct the spelling)",
+            hint="label with the legend's class names or ids (or correct the spelling), or "
+            "name the label of classes outside the legend in other_label",
         )
     x, y = _map_xy(table, info, source)
     values = map_values_at(info, x, y)
@@ -557,7 +639,7 @@ def estimate_areas(
         if ref is not None:
             row[ref] = row.get(ref, 0) + 1
     use.n_used = len(keep)
-    estimate = estimate_from_counts(counts, info.strata, opts.z, opts.on_small_stratum)
+    estimate = estimate_from_counts(counts, strata, opts.z, opts.on_small_stratum, opts.pure_strata)
     return estimate.model_copy(update={"class_map": info.class_map, "sample": use})
 
 
@@ -724,19 +806,61 @@ def write_area_estimate(
     title: str | None = None,
 ) -> dict[str, Path]:
     """``<stem>.csv``, ``.parquet`` (``ESTIMATE_COLUMNS``), ``.md`` (report), ``.png`` (chart)
-    and ``.json`` (the whole result) in ``folder``."""
+    and ``.json`` (the whole result) in ``folder``.
+
+    Written aside first and moved in only when all five are complete, so a failed write
+    leaves a previous estimate as it was."""
+    import shutil
+    import uuid
+
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    table = estimate.table()
-    files = {
-        "csv": folder / f"{stem}.csv",
-        "parquet": folder / f"{stem}.parquet",
-        "report": folder / f"{stem}.md",
-        "chart": folder / f"{stem}.png",
-        "json": folder / f"{stem}.json",
-    }
-    table.to_csv(files["csv"], index=False, float_format="%.6f")
-    table.to_parquet(files["parquet"], index=False)
-    files["report"].write_text(render_area_report(estimate, title) + "\n")
-    write_area_chart(estimate, files["chart"], title)
-    files["json"].write_text(estimate.model_dump_json(indent=2) + "\n")
+    kinds = {"csv": "csv", "parquet": "parquet", "report": "md", "chart": "png", "json": "json"}
+    files = {kind: folder / f"{stem}.{ext}" for kind, ext in kinds.items()}
+    tmp = folder / f".{stem}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
+    try:
+        aside = {kind: tmp / path.name for kind, path in files.items()}
+        table = estimate.table()
+        table.to_csv(aside["csv"], index=False, float_format="%.6f")
+        table.to_parquet(aside["parquet"], index=False)
+        aside["report"].write_text(render_area_report(estimate, title) + "\n")
+        write_area_chart(estimate, aside["chart"], title)
+        aside["json"].write_text(estimate.model_dump_json(indent=2) + "\n")
+        for kind, path in aside.items():
+            path.replace(files[kind])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return files
+
+
+class AreaEstimateResult(BaseModel):
+    """A written area estimate, by reference, with its figures."""
+
+    class_map: str = Field(description="The map whose areas were estimated.")
+    folder: str = Field(description="Where the estimate files are.")
+    files: dict[str, str] = Field(description="File kind -> path.")
+    estimate: AreaEstimate
+
+    def markdown(self) -> str:
+        """The report (areas, intervals, accuracies, error matrices) and the files."""
+        files = "\n".join(f"- {kind}: `{path}`" for kind, path in self.files.items())
+        return f"{render_area_report(self.estimate)}\nFiles:\n\n{files}\n"
+
+
+def estimate_class_areas(params: AreaEstimateParams) -> AreaEstimateResult:
+    """Estimate the class areas of ``params.class_map`` from the labelled ``params.sample``
+    and write the estimate files (the command's one call): to ``params.output``, else beside
+    the class map."""
+    from cropflow.storage import storage_errors
+
+    folder = Path(params.output) if params.output else Path(params.class_map).parent
+    estimate = estimate_areas(params.class_map, params.sample, params)
+    with storage_errors(folder, "writing the area estimate"):
+        files = write_area_estimate(estimate, folder)
+    return AreaEstimateResult(
+        class_map=str(params.class_map),
+        folder=str(folder),
+        files={k: str(v) for k, v in files.items()},
+        estimate=estimate,
+    )

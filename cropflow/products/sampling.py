@@ -47,7 +47,7 @@ from rasterio.windows import Window as RioWindow
 from cropflow.classes import ClassDef, ClassMap
 from cropflow.errors import ConfigError, DataError
 from cropflow.predict.store import NODATA
-from cropflow.products.area_params import Allocation, SampleDesignOptions
+from cropflow.products.area_params import Allocation, SampleDesignOptions, SampleDesignParams
 from cropflow.products.areas import row_areas_ha
 from cropflow.products.cog import windows
 
@@ -663,19 +663,88 @@ def write_sample(drawn: DrawnSample, folder: Path) -> dict[str, Path]:
                          the labellers' copy: no map class, an empty ``label`` column
     sample_design.csv    one row per stratum: pixels, area, weight, anticipated U, n
     sample_design.json   the design summary
+
+    All or nothing: the files are written to a folder aside and it replaces ``folder`` whole,
+    so a failed write leaves the previous sample as it was.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    import shutil
+    import uuid
+
+    from cropflow.storage import replace_dir
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir()
+    try:
+        write_sample_gpkg(drawn.points, tmp / "sample_design.gpkg")
+        write_sample_gpkg(drawn.points, tmp / "sample_labelling.gpkg", hide_strata=True)
+        write_sample_csv(drawn.points, tmp / "sample_labelling.csv", hide_strata=True)
+        drawn.summary.table().to_csv(tmp / "sample_design.csv", index=False)
+        (tmp / "sample_design.json").write_text(drawn.summary.model_dump_json(indent=2) + "\n")
+        replace_dir(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     files = {
-        "design_gpkg": write_sample_gpkg(drawn.points, folder / "sample_design.gpkg"),
-        "labelling_gpkg": write_sample_gpkg(
-            drawn.points, folder / "sample_labelling.gpkg", hide_strata=True
-        ),
-        "labelling_csv": write_sample_csv(
-            drawn.points, folder / "sample_labelling.csv", hide_strata=True
-        ),
+        "design_gpkg": folder / "sample_design.gpkg",
+        "labelling_gpkg": folder / "sample_labelling.gpkg",
+        "labelling_csv": folder / "sample_labelling.csv",
         "design_csv": folder / "sample_design.csv",
         "design_json": folder / "sample_design.json",
     }
-    drawn.summary.table().to_csv(files["design_csv"], index=False)
-    files["design_json"].write_text(drawn.summary.model_dump_json(indent=2) + "\n")
     return files
+
+
+class SampleDesignResult(BaseModel):
+    """A written sample design, by reference."""
+
+    class_map: str = Field(description="The map sampled.")
+    folder: str = Field(description="Where the sample files are.")
+    files: dict[str, str] = Field(description="File kind -> path.")
+    summary: SampleDesignSummary
+
+    def markdown(self) -> str:
+        """The design as markdown: points per stratum, the expected precision, the files."""
+        s = self.summary
+        lines = [
+            f"# Sample design of `{self.class_map}`",
+            "",
+            f"{s.n} points, {s.allocation} allocation (at least {s.min_per_stratum} per "
+            f"stratum), seed {s.seed}; expected standard error of the overall accuracy "
+            f"{s.anticipated_se_overall_accuracy:.4f}"
+            + (
+                f", of {s.target_class}'s area proportion {s.anticipated_se_target:.4f}"
+                if s.target_class and s.anticipated_se_target is not None
+                else ""
+            )
+            + ".",
+            "",
+            "| stratum (map class) | pixels | area (ha) | weight | anticipated U | points |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for st in s.strata:
+            lines.append(
+                f"| {st.class_name} | {st.pixels:,} | {st.area_ha:,.1f} | {st.weight:.4f} | "
+                f"{st.anticipated_users_accuracy:.2f} | {st.n} |"
+            )
+        lines += ["", "Files (give the labellers the `labelling` ones):", ""]
+        lines += [f"- {kind}: `{path}`" for kind, path in self.files.items()]
+        return "\n".join(lines) + "\n"
+
+
+def design_sample(params: SampleDesignParams) -> SampleDesignResult:
+    """Draw the sample of ``params.class_map`` and write its files (the command's one call):
+    to ``params.output``, else ``sample/`` beside the class map."""
+    from cropflow.storage import storage_errors
+
+    folder = Path(params.output) if params.output else Path(params.class_map).parent / "sample"
+    drawn = draw_sample(params.class_map, params)
+    with storage_errors(folder.parent, "writing the sample design"):
+        files = write_sample(drawn, folder)
+    return SampleDesignResult(
+        class_map=str(params.class_map),
+        folder=str(folder),
+        files={k: str(v) for k, v in files.items()},
+        summary=drawn.summary,
+    )
