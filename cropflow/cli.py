@@ -31,6 +31,7 @@ from cropflow.redact import find_credentials, install_log_redaction
 from cropflow.settings import get_settings
 from cropflow.stac.params import SearchParams
 from cropflow.train import TrainParams
+from cropflow.train.params import CrossValParams
 
 app = typer.Typer(
     name="cropflow",
@@ -263,6 +264,14 @@ def _run_train(params: TrainParams) -> None:
     typer.echo(outcome.to_markdown())
 
 
+def _run_evaluate(params: CrossValParams) -> None:
+    from flows.train import cross_validate_flow
+
+    with prefect_api():
+        result = cross_validate_flow(params)
+    typer.echo(result.to_markdown())
+
+
 def _run_predict(params: PredictParams) -> None:
     from cropflow.predict.command import run_predict
 
@@ -292,6 +301,15 @@ params_command(
     TrainParams,
     no_credentials(_run_train),
     "Train a model (a line per epoch), log it to MLflow and register it.",
+    wrap=friendly_errors,
+)
+params_command(
+    app,
+    "evaluate",
+    CrossValParams,
+    no_credentials(_run_evaluate),
+    "Spatial k-fold cross-validation (--folds k): each score's mean and spread over folds of "
+    "whole fields or blocks, one MLflow run per fold.",
     wrap=friendly_errors,
 )
 params_command(

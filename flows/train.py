@@ -5,7 +5,15 @@ from __future__ import annotations
 from prefect import flow
 
 from cropflow.train import TrainOutcome, TrainParams
-from tasks.train import publish_training_report, register_model, train_model
+from cropflow.train.crossval import CrossValResult
+from cropflow.train.params import CrossValParams
+from tasks.train import (
+    cross_validate_task,
+    publish_cross_validation,
+    publish_training_report,
+    register_model,
+    train_model,
+)
 
 
 @flow(name="train", log_prints=True)
@@ -19,3 +27,12 @@ def train_flow(params: TrainParams) -> TrainOutcome:
     outcome = TrainOutcome(training=result, registration=registration)
     publish_training_report(outcome)
     return outcome
+
+
+@flow(name="cross-validate", log_prints=True)
+def cross_validate_flow(params: CrossValParams) -> CrossValResult:
+    """Spatial k-fold cross-validation of one model configuration: per-fold scores, their
+    mean and spread (folds of whole fields or blocks; the training set's test split unused)."""
+    result = cross_validate_task(params)
+    publish_cross_validation(result)
+    return result

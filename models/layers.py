@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+
+from cropflow.errors import ContractError
 
 # --------------------------------------------------------------------------------------------
 # Dates
@@ -48,9 +51,14 @@ class TemporalAttentionEncoder(nn.Module):
         dropout: dropout after the MLP.
         attention_dropout: dropout on the attention weights.
         max_period: longest period of the date encoding, in days.
+        input_norm: ``"layer"`` normalises each date over its channels (LayerNorm), as the
+            reference does for its inputs, which are learnt embeddings (the pixel-set encoder's
+            in L-TAE, the convolutional encoder's in U-TAE); ``"none"`` leaves the input as it
+            is, for raw bands already standardised per band. On raw bands the per-date
+            LayerNorm erases each date's brightness, and with one channel the whole input
+            (every value becomes 0), so it needs at least 2 channels.
 
-    Unlike the reference code, the input is normalised per date (LayerNorm over channels)
-    and the output by LayerNorm, so that padded dates never enter any statistic: the
+    The output is normalised by LayerNorm; padded dates never enter any statistic, so the
     output is exactly invariant to padding.
     """
 
@@ -65,13 +73,22 @@ class TemporalAttentionEncoder(nn.Module):
         dropout: float,
         attention_dropout: float,
         max_period: float,
+        input_norm: Literal["layer", "none"],
     ) -> None:
         super().__init__()
+        if input_norm == "layer" and in_channels < 2:
+            raise ContractError(
+                f"input_norm='layer' normalises each date over its {in_channels} channel: "
+                "every input would become 0",
+                hint="use input_norm='none' (the bands are standardised already) or more bands",
+            )
         self.n_head = n_head
         self.d_k = d_k
         self.d_model = d_model
         self.max_period = max_period
-        self.in_norm = nn.LayerNorm(in_channels)
+        self.in_norm: nn.Module = (
+            nn.LayerNorm(in_channels) if input_norm == "layer" else nn.Identity()
+        )
         self.in_proj = nn.Linear(in_channels, d_model)
         self.query = nn.Parameter(torch.randn(n_head, d_k) * math.sqrt(2.0 / d_k))
         self.key = nn.Linear(d_model, n_head * d_k)

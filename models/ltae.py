@@ -9,6 +9,8 @@ works and padding never changes the output. See :class:`models.layers.TemporalAt
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import Tensor, nn
 
 from models.base import Batch, CropflowModel, ModelOutput
@@ -31,6 +33,8 @@ class LTAENet(nn.Module):
         dropout: dropout after the attention MLP.
         attention_dropout: dropout on the attention weights.
         max_period: longest period of the date encoding, in days.
+        input_norm: per-date normalisation of the input (see
+            :class:`models.layers.TemporalAttentionEncoder`): ``"none"`` for standardised bands.
     """
 
     def __init__(
@@ -46,6 +50,7 @@ class LTAENet(nn.Module):
         dropout: float,
         attention_dropout: float,
         max_period: float,
+        input_norm: Literal["layer", "none"],
     ) -> None:
         super().__init__()
         self.encoder = TemporalAttentionEncoder(
@@ -57,6 +62,7 @@ class LTAENet(nn.Module):
             dropout=dropout,
             attention_dropout=attention_dropout,
             max_period=max_period,
+            input_norm=input_norm,
         )
         layers: list[nn.Module] = []
         width = self.encoder.out_channels
@@ -93,6 +99,7 @@ class LTAEClassifier(CropflowModel):
             dropout=config.dropout,
             attention_dropout=config.attention_dropout,
             max_period=config.max_period,
+            input_norm=config.input_norm,
         )
 
     def forward(self, batch: Batch) -> ModelOutput:

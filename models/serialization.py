@@ -13,11 +13,13 @@ and an earlier model at the same path stays whole until the new one is complete.
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -55,6 +57,19 @@ def save_model(model: CropflowModel, directory: str | Path) -> Path:
     return target
 
 
+#: Options added after models were saved, with the value such models were built with.
+OLD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ltae": {"input_norm": "layer"},
+    "crop_mask_lstm": {"pooling": "last"},
+}
+
+
+def _with_old_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config completed with the values of options it predates (not today's
+    defaults), so that its weights load into the network they were trained in."""
+    return {**OLD_DEFAULTS.get(str(config.get("name")), {}), **config}
+
+
 def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> CropflowModel:
     """The model saved in ``directory`` by :func:`save_model`, in eval mode.
 
@@ -68,7 +83,7 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
             f"model directory {source} lacks {missing}",
             hint=f"point to a directory written by models.save_model (files {list(MODEL_FILES)})",
         )
-    config = parse_model_config((source / CONFIG_FILE).read_text())
+    config = parse_model_config(_with_old_defaults(json.loads((source / CONFIG_FILE).read_text())))
     contract = InputContract.model_validate_json((source / CONTRACT_FILE).read_text())
     model = build_model(config, contract)
     weights = source / WEIGHTS_FILE

@@ -167,6 +167,7 @@ class UTAENet(nn.Module):
             dropout=dropout,
             attention_dropout=attention_dropout,
             max_period=max_period,
+            input_norm="layer",  # on learnt features, as the reference
         )
         self.ups = nn.ModuleList(
             _UpBlock(decoder_widths[i], decoder_widths[i - 1], encoder_widths[i - 1], padding_mode)

@@ -7,6 +7,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from cropflow.orchestration.caching import stage_task_options
 from cropflow.train import Registration, TrainOutcome, TrainParams, TrainResult, register_run, train
+from cropflow.train.crossval import CrossValResult, cross_validate
+from cropflow.train.params import AUTO_EPOCHS, CrossValParams
 from tasks.progress import progress_artifact
 
 
@@ -15,7 +17,12 @@ def train_model(params: TrainParams) -> TrainResult:
     """Train one model (any family) and log it to MLflow; a rerun resumes from checkpoints.
     A progress artifact follows the epochs."""
     update = progress_artifact(f"epochs of {params.model.name} on {params.training_set}")
-    result = train(params, on_epoch_end=lambda epoch, _m, _model: update(epoch, params.epochs))
+    # with epochs unset, the total is known once the training set is read: until then the
+    # artifact moves by the epochs done out of the auto minimum
+    total = params.epochs or AUTO_EPOCHS
+    result = train(
+        params, on_epoch_end=lambda epoch, _m, _model: update(epoch, max(total, epoch + 1))
+    )
     update(1, 1)  # done, also when early stopping ended it before the planned epochs
     return result
 
@@ -34,4 +41,20 @@ def publish_training_report(outcome: TrainOutcome) -> None:
         markdown=outcome.to_markdown(),
         key="training-report",
         description=f"Training {outcome.training.family} (MLflow run {outcome.training.run_id})",
+    )
+
+
+@task(name="cross-validate")
+def cross_validate_task(params: CrossValParams) -> CrossValResult:
+    """Train and score one model per spatial fold (each an MLflow run)."""
+    return cross_validate(params)
+
+
+@task(name="cross-validation-report")
+def publish_cross_validation(result: CrossValResult) -> None:
+    """The per-fold scores with their mean and spread, as a Prefect markdown artifact."""
+    create_markdown_artifact(
+        markdown=result.to_markdown(),
+        key="cross-validation",
+        description=f"{len(result.folds)}-fold cross-validation of {result.family}",
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from mlflow import MlflowClient
 
 from cropflow.chain import DemoParams
 from cropflow.demo import load_demo
@@ -68,11 +69,16 @@ def test_demo_runs_the_whole_chain_and_keeps_a_better_champion(
     second = demo(params.model_copy(update={"train": params.train.model_copy(update={"seed": 1})}))
     assert second.cube_uri == first.cube_uri
     assert second.training_set_uri == first.training_set_uri
-    assert second.mlflow_run_id != first.mlflow_run_id
+    client = MlflowClient(tracking_uri=get_settings().mlflow_tracking_uri)
+    versions = client.search_model_versions("name='cropflow-demo'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2"], "a second model registered"
+    # the map is made by the champion: the new model if promoted, else still the first
     after = current_alias("champion", "cropflow-demo")
     assert after is not None
     if second.model_alias == "champion":
         assert after[1] == second.mlflow_run_id and after[0] != champion[0]
     else:
         assert second.model_alias == "challenger"
-        assert after == champion
+        assert after == champion and second.mlflow_run_id == first.mlflow_run_id
+        reason = client.get_model_version("cropflow-demo", "2").tags["cropflow.alias_reason"]
+        assert "paired resamples" in reason

@@ -180,6 +180,7 @@ def test_ltae_attention_is_a_distribution_over_valid_dates_only() -> None:
         dropout=0.0,
         attention_dropout=0.0,
         max_period=1000.0,
+        input_norm="layer",
     ).eval()
     pad = torch.tensor([[False, True, False, False, True], [True, True, True, True, True]])
     _, attn = enc(torch.randn(2, 5, 3), torch.randint(0, 365, (2, 5)), pad)

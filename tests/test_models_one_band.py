@@ -4,22 +4,27 @@ family learns a one-band task."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cropflow.classes import ClassDef, ClassMap
 from cropflow.errors import ConfigError, ContractError
 from cropflow.train import TrainParams, train
 from cropflow.train.synthetic import synthetic_training_data
-from models import build_model, parse_model_config
-from models.base import CropflowModel
+from models import build_model, load_model, parse_model_config, save_model
+from models.base import Batch, CropflowModel
 from models.contract import BandStats, InputContract
 from models.layers import TemporalAttentionEncoder
+from models.ltae import LTAENet
+from models.serialization import CONFIG_FILE
 
 CLASSES = ["wheat", "maize", "forest", "water"]
+BANDS = ["red", "nir", "swir16"]
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +60,9 @@ def test_one_band_series_of_different_classes_give_different_embeddings() -> Non
     dates = torch.arange(8)[None] * 30
     pad = torch.zeros(1, 8, dtype=torch.bool)
     x = torch.cat([low, high])
-    encoder = model.net.encoder  # type: ignore[union-attr]
+    net = model.net
+    assert isinstance(net, LTAENet)
+    encoder = net.encoder
     with torch.no_grad():
         embedding, _ = encoder(x, dates.expand(2, -1), pad.expand(2, -1))
     assert not torch.allclose(embedding[0], embedding[1], atol=1e-3)
@@ -114,3 +121,55 @@ def test_each_pixel_family_learns_a_one_band_task(family: str, tmp_path: Path) -
     )
     # chance is 0.25; the classes differ only by the phase and level of one band
     assert result.test["macro_f1"] >= 0.85, result.test
+
+
+def _batch(n: int, bands: int, t: int = 8, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    return Batch(
+        x=torch.randn(n, t, bands, generator=g),
+        dates=(torch.arange(t) * 30)[None].expand(n, -1),
+        pad_mask=torch.zeros(n, t, dtype=torch.bool),
+    )
+
+
+def test_crop_mask_without_positive_classes_trains_the_global_head_only() -> None:
+    """The default names no local class (a legend need not have 'crop'): the loss is the
+    global head's cross-entropy alone, not a binary head learning 'never'."""
+    torch.manual_seed(0)
+    model = build_model(parse_model_config({"name": "crop_mask_lstm"}), _contract(["ndvi"]))
+    out = model(_batch(6, 1))
+    target = torch.tensor([0, 1, 2, 3, 0, 1])
+    expected = F.cross_entropy(out.logits, target)
+    assert torch.allclose(model.loss(out, target), expected)
+    # with positives named, the local head's loss enters
+    named = build_model(
+        parse_model_config({"name": "crop_mask_lstm", "local_positive_classes": ["wheat"]}),
+        _contract(["ndvi"]),
+    )
+    named_out = named(_batch(6, 1))
+    assert not torch.allclose(
+        named.loss(named_out, target), F.cross_entropy(named_out.logits, target)
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "option", "old"),
+    [
+        ({"name": "ltae", "n_head": 4, "d_model": 16, "d_k": 4}, "input_norm", "layer"),
+        ({"name": "crop_mask_lstm", "hidden_size": 8}, "pooling", "last"),
+    ],
+)
+def test_a_model_saved_before_an_option_loads_as_it_was_built(
+    config: dict[str, object], option: str, old: str, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    model = build_model(parse_model_config({**config, option: old}), _contract(BANDS)).eval()
+    folder = save_model(model, tmp_path / "model")
+    saved = json.loads((folder / CONFIG_FILE).read_text())
+    del saved[option]  # as written before the option existed
+    (folder / CONFIG_FILE).write_text(json.dumps(saved))
+    loaded = load_model(folder)
+    assert getattr(loaded.config, option) == old
+    batch = _batch(3, len(BANDS))
+    with torch.no_grad():
+        assert torch.equal(loaded(batch).logits, model(batch).logits)

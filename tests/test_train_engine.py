@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mlflow import MlflowClient
 
 from cropflow.classes import IGNORE_INDEX
@@ -20,7 +22,7 @@ from cropflow.train import TrainParams, train
 from cropflow.train.augment import Tensors, augment
 from cropflow.train.data import SplitArrays
 from cropflow.train.engine import classification_loss, lr_factor
-from cropflow.train.params import AugmentParams
+from cropflow.train.params import AUTO_EPOCHS, AugmentParams, TrainOptions
 from cropflow.train.synthetic import synthetic_training_data
 from models.base import CropflowModel
 
@@ -298,3 +300,44 @@ def test_fresh_start_removes_only_checkpoint_files(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     CheckpointStore(tmp_path, "key").reset()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "sub"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Epochs that hold up on small training sets
+# ---------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    n_train=st.integers(1, 200_000),
+    batch=st.integers(1, 512),
+    min_steps=st.integers(1, 20_000),
+    patience=st.one_of(st.none(), st.integers(1, 50)),
+)
+def test_unset_epochs_reach_min_steps_and_scale_patience(
+    n_train: int, batch: int, min_steps: int, patience: int | None
+) -> None:
+    options = TrainOptions.model_validate(
+        {"batch_size": batch, "min_steps": min_steps, "early_stopping": {"patience": patience}}
+    )
+    resolved = options.for_training_size(n_train)
+    steps_per_epoch = -(-n_train // batch)
+    epochs = resolved.planned_epochs
+    assert epochs >= AUTO_EPOCHS and epochs * steps_per_epoch >= min_steps
+    assert epochs == AUTO_EPOCHS or (epochs - 1) * steps_per_epoch < min_steps  # no more
+    if patience is None:
+        assert resolved.early_stopping.patience is None
+    else:
+        got = resolved.early_stopping.patience
+        assert got is not None and got >= patience
+        assert got == -(-patience * epochs // AUTO_EPOCHS)  # the same share of the epochs
+
+
+def test_given_epochs_are_kept_and_unresolved_epochs_are_refused() -> None:
+    given_epochs = TrainOptions(epochs=4).for_training_size(10)
+    assert given_epochs.planned_epochs == 4
+    assert given_epochs.early_stopping.patience == TrainOptions().early_stopping.patience
+    with pytest.raises(TrainingError, match="not resolved"):
+        _ = TrainOptions().planned_epochs
+    # 216 samples (the temporalCNN fixture) in batches of 64: 375 epochs of 4 steps
+    assert TrainOptions().for_training_size(216).planned_epochs == 375

@@ -148,7 +148,7 @@ def _val_score(version: str, name: str, data: TrainingData) -> float:
 def test_champion_challenger(tmp_path: Path, registered_name: str) -> None:
     data = synthetic_training_data("pixel", sizes=(96, 48, 24), separation=1.0, noise=0.8)
     # A: briefly trained -> champion (the first model)
-    a = train(_params(tmp_path / "a", "ltae", epochs=2, lr=2e-3), data=data)
+    a = train(_params(tmp_path / "a", "ltae", epochs=3, lr=5e-3), data=data)
     reg_a = register_run(a.run_id, data=data)
     assert reg_a.alias == CHAMPION
 
@@ -167,6 +167,8 @@ def test_champion_challenger(tmp_path: Path, registered_name: str) -> None:
     c = train(_params(tmp_path / "c", "ltae", epochs=8, lr=1e-2), data=data_c)
     reg_c = register_run(c.run_id, data=data_c)
     assert reg_c.alias == CHAMPION and reg_c.score > reg_c.champion_score  # type: ignore[operator]
+    assert reg_c.comparison is not None and reg_c.comparison.p_better >= 0.9
+    assert reg_c.reason.startswith("beats champion v1") and "paired resamples" in reg_c.reason
     assert reg_c.champion_score == pytest.approx(_val_score("1", registered_name, data_c))
     assert reg_c.champion_score != pytest.approx(reg_a.score)  # another split, another score
 
@@ -175,6 +177,7 @@ def test_champion_challenger(tmp_path: Path, registered_name: str) -> None:
     assert str(client.get_model_version_by_alias(registered_name, CHALLENGER).version) == "2"
     tags = client.get_model_version(registered_name, "3").tags
     assert float(tags["cropflow.val_macro_f1"]) == pytest.approx(reg_c.score, abs=1e-6)
+    assert float(tags["cropflow.promotion_p_better"]) >= 0.9
     assert float(tags["cropflow.champion_val_macro_f1"]) == pytest.approx(
         reg_c.champion_score, abs=1e-6
     )

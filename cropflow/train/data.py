@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -33,7 +33,9 @@ class SplitArrays:
     ``x``: pixel ``[N, T, C]``, patch/field ``[N, T, C, H, W]`` float32; ``y``: output
     indices, ``[N]`` (pixel, field) or ``[N, H, W]`` (patch), ``IGNORE_INDEX`` = unlabelled;
     ``dates``: ``[N, T]`` int; ``pad_mask``: ``[N, T]`` bool (True = missing date);
-    ``field_mask``: ``[N, H, W]`` bool (field samples only).
+    ``field_mask``: ``[N, H, W]`` bool (field samples only); ``units``: ``[N]`` the
+    validation unit of each sample for model comparisons (its field, else its spatial block,
+    else itself; :mod:`cropflow.train.selection`), ``unit_kind`` what they are.
     """
 
     x: npt.NDArray[np.float32]
@@ -41,6 +43,8 @@ class SplitArrays:
     dates: npt.NDArray[np.int64]
     pad_mask: npt.NDArray[np.bool_]
     field_mask: npt.NDArray[np.bool_] | None = None
+    units: npt.NDArray[np.int64] | None = None
+    unit_kind: str = "sample"
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -238,6 +242,20 @@ def field_canvases(
     return x, mask
 
 
+def _units(ds: Any, kind: str, idx: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], str]:
+    """Validation units of the samples ``idx``: pixels by field, else by spatial block;
+    patches and fields are units themselves."""
+    from cropflow.train.selection import unit_ids
+
+    index = np.asarray(idx, np.int64)
+    if kind != "pixel" or "field" not in ds or ds["field"].ndim != 1:
+        return unit_ids(len(idx), index=index)
+    fields = np.asarray(ds["field"].values)[idx].astype(np.int64)
+    rows = np.asarray(ds["row"].values)[idx].astype(np.int64) if "row" in ds else None
+    cols = np.asarray(ds["col"].values)[idx].astype(np.int64) if "col" in ds else None
+    return unit_ids(len(idx), fields, rows, cols, index)
+
+
 def load_training_data(uri: str) -> TrainingData:
     """Read a training set written by :mod:`cropflow.labels.store` into memory.
 
@@ -278,7 +296,16 @@ def load_training_data(uri: str) -> TrainingData:
             fmask = None
         pad = missing_dates(x)
         dates = np.broadcast_to(days, (len(idx), days.size)).copy()
-        splits[name] = SplitArrays(x=x, y=y, dates=dates, pad_mask=pad, field_mask=fmask)
+        units, unit_kind = _units(ts.dataset, ts.kind, idx)
+        splits[name] = SplitArrays(
+            x=x,
+            y=y,
+            dates=dates,
+            pad_mask=pad,
+            field_mask=fmask,
+            units=units,
+            unit_kind=unit_kind,
+        )
     return TrainingData(
         uri=str(ts.uri),
         input_kind=ts.kind,

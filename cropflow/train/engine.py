@@ -203,7 +203,7 @@ def _cosine(step: int, span: int, floor: float) -> float:
 
 def lr_factor(params: TrainParams, step: int, steps_per_epoch: int) -> float:
     """Multiplier of the peak learning rate at optimiser step ``step`` (0-based)."""
-    total = max(1, params.epochs * steps_per_epoch)
+    total = max(1, params.planned_epochs * steps_per_epoch)
     s = min(step, total)
     if params.schedule == "constant":
         return 1.0
@@ -308,7 +308,7 @@ def fit(
     on_epoch_end: EpochCallback | None = None,
     progress: ProgressReporter | None = None,
 ) -> FitResult:
-    """Train ``model`` (already seeded and built) until ``params.epochs``, early stop or
+    """Train ``model`` (already seeded and built) until ``params.planned_epochs``, early stop or
     ``params.max_epochs``; write a checkpoint after every epoch; return the best weights.
 
     Raises TrainingError on an empty split or a non-finite loss (the last good checkpoint
@@ -360,7 +360,7 @@ def fit(
     else:
         torch.manual_seed(params.seed)
 
-    stop_at = params.max_epochs or params.epochs
+    stop_at = params.max_epochs or params.planned_epochs
     status: Literal["finished", "early_stopped", "paused"] = "finished"
     patience = params.early_stopping.patience
     if patience is not None and start_epoch > 0 and bad_epochs >= patience:
@@ -372,7 +372,7 @@ def fit(
         last_epoch = epoch
         model.train()
         if progress is not None:
-            progress.start_epoch(epoch, params.epochs, steps_per_epoch)
+            progress.start_epoch(epoch, params.planned_epochs, steps_per_epoch)
         loss_sum, n_seen = 0.0, 0
         for step, idx in enumerate(batch_indices(n_train, params.batch_size, gen), start=1):
             t = augment(take(train_split, idx, norm), params.augment, gen, spatial)
@@ -455,7 +455,7 @@ def fit(
             progress.end_epoch(epoch, metrics)
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics, model)
-    if status == "finished" and last_epoch < params.epochs:
+    if status == "finished" and last_epoch < params.planned_epochs:
         status = "paused"
 
     if best_epoch is None or best_score is None:

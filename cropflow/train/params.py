@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field, model_validator
 
-from cropflow.errors import ConfigError
+from cropflow.errors import ConfigError, TrainingError
 from models.configs import LTAEConfig, ModelConfig
 
 #: Metrics early stopping and the champion comparison can watch (all from the validation split).
@@ -52,6 +53,24 @@ class EarlyStopping(BaseModel):
     min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as better.")
 
 
+#: Epochs of a training with ``epochs`` unset, on a training set large enough for min_steps.
+AUTO_EPOCHS = 30
+
+
+class Promotion(BaseModel):
+    """When a newly trained model takes the champion alias from the current champion."""
+
+    confidence: float = Field(
+        0.9,
+        ge=0.5,
+        lt=1.0,
+        description="Promote only if the new model is better in at least this share of paired "
+        "bootstrap resamples of the validation units (fields, else 32-px blocks), so that a "
+        "gain within the validation split's noise does not replace the champion.",
+    )
+    n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the comparison.")
+
+
 class TrainOptions(BaseModel):
     """How to train, apart from on which training set (chained flows fill that in).
 
@@ -74,14 +93,25 @@ class TrainOptions(BaseModel):
         description="Expected class names (in output order). None: the training set's class "
         "map. A training set with other classes is refused.",
     )
-    epochs: int = Field(
-        30, ge=1, description="Planned number of epochs (the learning-rate schedule's length)."
+    epochs: int | None = Field(
+        None,
+        ge=1,
+        description="Planned number of epochs (the learning-rate schedule's length). None: "
+        f"{AUTO_EPOCHS}, or more on a small training set, enough for min_steps optimisation "
+        "steps (early-stopping patience and warm-up then grow in proportion).",
     )
     max_epochs: int | None = Field(
         None,
         ge=1,
         description="Pause this invocation after this epoch, keeping a resumable checkpoint "
         "(a time box; rerun with resume to continue). None: run to `epochs` or early stop.",
+    )
+    min_steps: int = Field(
+        1500,
+        ge=1,
+        description="With epochs unset: the fewest optimisation steps, so that a training set "
+        "of 200 samples gets as many updates as one of 20,000 (benchmarks/RESULTS.md, quality "
+        "on real data).",
     )
     batch_size: int = Field(64, ge=1, description="Samples per optimisation step.")
     eval_batch_size: int | None = Field(
@@ -130,16 +160,50 @@ class TrainOptions(BaseModel):
     register_model: bool = Field(
         True, description="Register the model and run the champion/challenger comparison."
     )
+    promotion: Promotion = Field(
+        default_factory=Promotion,
+        description="The champion/challenger decision (a paired bootstrap on the val split).",
+    )
     run_name: str | None = Field(None, description="MLflow run name. None: MLflow's choice.")
+
+    @property
+    def planned_epochs(self) -> int:
+        """The epochs of a resolved schedule (:meth:`for_training_size`)."""
+        if self.epochs is None:
+            raise TrainingError(
+                "the number of epochs is not resolved yet",
+                hint="call for_training_size(n_train) first (cropflow.train.train does)",
+            )
+        return self.epochs
+
+    def for_training_size(self, n_train: int) -> Self:
+        """These options for ``n_train`` training samples, epochs resolved: as given, else
+        ``AUTO_EPOCHS`` raised to reach ``min_steps`` (patience and warm-up scaled alike)."""
+        if self.epochs is not None:
+            return self
+        steps_per_epoch = max(1, math.ceil(n_train / self.batch_size))
+        epochs = max(AUTO_EPOCHS, math.ceil(self.min_steps / steps_per_epoch))
+        scale = epochs / AUTO_EPOCHS
+        patience = self.early_stopping.patience
+        update: dict[str, Any] = {
+            "epochs": epochs,
+            "warmup_epochs": round(self.warmup_epochs * scale),
+            "early_stopping": self.early_stopping.model_copy(
+                update={"patience": None if patience is None else math.ceil(patience * scale)}
+            ),
+        }
+        return self.model_copy(update=update)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.max_epochs is not None and self.max_epochs > self.epochs:
+        if self.epochs is None:
+            pass
+        elif self.max_epochs is not None and self.max_epochs > self.epochs:
             raise ConfigError(
                 f"max_epochs={self.max_epochs} is more than epochs={self.epochs}",
                 hint="max_epochs pauses a run early; set it at most to epochs, or raise epochs",
             )
-        if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
+        if self.warmup_epochs >= (self.epochs or AUTO_EPOCHS) and self.warmup_epochs > 0:
             raise ConfigError(
                 f"warmup_epochs={self.warmup_epochs} leaves no epoch of the {self.epochs}",
                 hint="use fewer warm-up epochs than epochs",
@@ -193,3 +257,11 @@ class TrainParams(TrainOptions):
         )
         blob = json.dumps(shaping, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class CrossValParams(TrainParams):
+    """A k-fold cross-validation of one model configuration on one training set
+    (:mod:`cropflow.train.crossval`)."""
+
+    folds: int = Field(5, ge=3, le=20, description="Number of folds (3 or more).")
+    fold_seed: int = Field(0, description="Seed of the fold assignment of the units.")

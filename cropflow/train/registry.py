@@ -35,6 +35,7 @@ from cropflow.classes import ClassMap
 from cropflow.errors import ConfigError
 from cropflow.redact import redact, redact_data
 from cropflow.settings import get_settings
+from cropflow.train.selection import Comparison
 from models.base import CropflowModel
 from models.contract import InputContract
 from models.serialization import load_model as load_model_dir
@@ -375,6 +376,9 @@ class Registration(BaseModel):
         None, description="The earlier champion's score on the same validation split."
     )
     reason: str
+    comparison: Comparison | None = Field(
+        None, description="The paired bootstrap behind the decision (None: no champion)."
+    )
 
 
 def register_version(target: MlflowTarget, model_uri: str, run_id: str) -> str:
@@ -391,9 +395,13 @@ def decide(
     metric: str,
     score: float,
     champion: tuple[str, float | None, str] | None,
+    comparison: Comparison | None = None,
 ) -> Registration:
     """Give ``version`` the champion alias when it beats ``champion`` (version, score or None
-    when not comparable, why), else challenger; record both scores on run and version."""
+    when not comparable, why), else challenger; record both scores on run and version.
+
+    With a ``comparison`` (a paired bootstrap on the val split), it beats the champion only
+    when the comparison says so with its confidence; without one, a higher score suffices."""
     client, name = target.client, target.registered_model
     if champion is None:
         alias, reason, champ_v, champ_s = CHAMPION, "no champion yet", None, None
@@ -401,6 +409,9 @@ def decide(
         champ_v, champ_s, why = champion
         if champ_s is None:
             alias, reason = CHALLENGER, f"champion v{champ_v} not comparable: {why}"
+        elif comparison is not None:
+            alias = CHAMPION if comparison.promote else CHALLENGER
+            reason = comparison.reason(champ_v)
         elif score > champ_s:
             alias, reason = CHAMPION, f"beats champion v{champ_v} ({score:.4f} > {champ_s:.4f})"
         else:
@@ -415,6 +426,12 @@ def decide(
     if champ_s is not None:
         tags[f"cropflow.champion_val_{metric}"] = f"{champ_s:.6f}"
         tags["cropflow.champion_version"] = str(champ_v)
+    if comparison is not None and champ_s is not None:
+        tags["cropflow.promotion_p_better"] = f"{comparison.p_better:.4f}"
+        tags["cropflow.promotion_interval"] = (
+            f"[{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}] at "
+            f"{comparison.confidence:.2f} over {comparison.n_units} val {comparison.unit}s"
+        )
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
         client.set_tag(run_id, k, v)
@@ -431,4 +448,5 @@ def decide(
         champion_version=champ_v,
         champion_score=champ_s,
         reason=reason,
+        comparison=comparison if champ_s is not None else None,
     )

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from pydantic import BaseModel, Field
 
@@ -23,9 +25,16 @@ from cropflow.errors import ContractError, CropflowError, TrainingError
 from cropflow.settings import get_settings
 from cropflow.train.checkpoint import CheckpointStore
 from cropflow.train.data import TrainingData, load_training_data
-from cropflow.train.engine import EpochCallback, ProgressReporter, evaluate_split, fit, pick_device
-from cropflow.train.metrics import Evaluation, write_evaluation
-from cropflow.train.params import TrainParams
+from cropflow.train.engine import (
+    EpochCallback,
+    ProgressReporter,
+    evaluate_split,
+    fit,
+    pick_device,
+    predict_split,
+)
+from cropflow.train.metrics import Evaluation, evaluate_labels, write_evaluation
+from cropflow.train.params import Promotion, TrainParams
 from cropflow.train.registry import (
     CHAMPION,
     Registration,
@@ -37,6 +46,7 @@ from cropflow.train.registry import (
     mlflow_target,
     register_version,
 )
+from cropflow.train.selection import Comparison, paired_bootstrap, unit_ids
 from models.base import CropflowModel, build_model
 from models.contract import InputContract
 
@@ -174,6 +184,7 @@ def train(
     if data is None:
         data = load_training_data(params.training_set)
     data = prepare_data(params, data)
+    params = params.for_training_size(len(data.split("train")))  # min_steps on small sets
     contract = data.contract()
     torch.manual_seed(params.seed)
     model = build_model(params.model, contract)
@@ -223,7 +234,7 @@ def train(
         log.info(
             "epoch %d/%d of %s: %s (%.1f s)",
             epoch,
-            params.epochs,
+            params.planned_epochs,
             params.model.name,
             shown,
             now - clock["last"],
@@ -370,20 +381,84 @@ def register_run(
     if data is None:
         data = load_training_data(run.data.params["training_set"])
 
+    promotion = Promotion(
+        confidence=float(run.data.params.get("promotion.confidence", Promotion().confidence)),
+        n_bootstrap=int(run.data.params.get("promotion.n_bootstrap", Promotion().n_bootstrap)),
+    )
+
     before = current_alias(CHAMPION, target.registered_model)
     version = register_version(target, model_uri, run_id)
     new = load_model(f"models:/{target.registered_model}/{version}")
-    score = float(getattr(score_on_val(new.model, data, metric), metric))
+    pred_new = val_predictions(new.model, data)
+    score = float(getattr(score_val_predictions(new.model, data, pred_new), metric))
 
     champion: tuple[str, float | None, str] | None = None
+    comparison = None
     if before is not None:
         champ = load_model(f"models:/{target.registered_model}/{before[0]}")
         why = incomparable(champ.contract, data)
         champ_score = None
         if why is None:
-            champ_score = float(getattr(score_on_val(champ.model, data, metric), metric))
+            pred_champ = val_predictions(champ.model, data)
+            champ_score = float(
+                getattr(score_val_predictions(champ.model, data, pred_champ), metric)
+            )
+            comparison = compare_on_val(
+                data, new.model, pred_new, champ.model, pred_champ, metric, promotion
+            )
         champion = (before[0], champ_score, why or "")
-    return decide(target, run_id, version, metric, score, champion)
+    return decide(target, run_id, version, metric, score, champion, comparison)
+
+
+def val_predictions(model: CropflowModel, data: TrainingData) -> npt.NDArray[np.int64]:
+    """``model``'s class indices (its own class order) on ``data``'s validation split."""
+    pred, _ = predict_split(
+        model,
+        data.with_bands(model.contract.bands).split("val"),
+        batch_size=256 if data.input_kind == "pixel" else 16,
+        device=pick_device("auto"),
+    )
+    return pred
+
+
+def score_val_predictions(
+    model: CropflowModel, data: TrainingData, pred: npt.NDArray[np.int64]
+) -> Evaluation:
+    """Every score of ``pred`` (``model``'s predictions) on the validation split."""
+    names = model.contract.class_map.names
+    return evaluate_labels(data.split("val").y, pred, names, "val", model.ignore_index)
+
+
+def compare_on_val(
+    data: TrainingData,
+    new: CropflowModel,
+    pred_new: npt.NDArray[np.int64],
+    champion: CropflowModel,
+    pred_champion: npt.NDArray[np.int64],
+    metric: str,
+    promotion: Promotion,
+) -> Comparison:
+    """The paired bootstrap of the new model against the champion on the val split, both
+    predictions in the data's class order (:mod:`cropflow.train.selection`)."""
+    val = data.split("val")
+    names = data.class_map.names
+
+    def in_data_order(model: CropflowModel, pred: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        lut = np.array([names.index(n) for n in model.contract.class_map.names], np.int64)
+        return lut[pred]
+
+    units = val.units if val.units is not None else unit_ids(len(val))[0]
+    return paired_bootstrap(
+        val.y,
+        in_data_order(new, pred_new),
+        in_data_order(champion, pred_champion),
+        units,
+        len(names),
+        metric=metric,
+        unit=val.unit_kind,
+        n_bootstrap=promotion.n_bootstrap,
+        confidence=promotion.confidence,
+    )
 
 
 def run_training(params: TrainParams, *, progress: bool = False) -> TrainOutcome:

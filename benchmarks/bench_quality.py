@@ -1,0 +1,234 @@
+"""Model quality on real data, defaults only: every pixel family next to a random forest and
+histogram gradient boosting, fit in the same run on the same splits.
+
+Data sets (both real, from ``../shared/fixtures/real/``):
+
+* ``temporalcnn``: 260 + 260 Formosat-2 pixel series (149 dates x NIR, R, G; 13 classes),
+  imported with :func:`cropflow.labels.build.import_sample_tables` (val carved from train by
+  polygon, as a user's import does);
+* ``temporalcnn-ndvi``: the same pixels as one band, NDVI = (NIR - R) / (NIR + R), written as
+  a one-band table and imported the same way: the most common real input (one index series).
+
+Each family is trained with :func:`cropflow.train.train` and nothing but ``{"name": family}``
+(every other option at its default), for ``--seeds`` seeds; the table gives the mean and the
+spread (min-max) over seeds on the given test split. The forest (500 trees) and gradient
+boosting (scikit-learn defaults) are fit on train + val (they need no validation split), so
+the comparison does not favour the networks.
+
+Run: ``python -m benchmarks.bench_quality [--seeds 3] [--families tempcnn,ltae,...]
+[--json PATH]``; prints a markdown section for ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+TCNN = FIXTURES / "real" / "temporalcnn"
+FAMILIES = ("tempcnn", "ltae", "crop_mask_lstm")
+#: Training options compared with the defaults (``--variants``): each overrides the defaults.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "epochs=30 (no min_steps)": {"epochs": 30},
+    "class_weighting=none": {"class_weighting": "none"},
+}
+METRICS = ("overall_accuracy", "macro_f1", "kappa")
+
+
+def ndvi_table(source: Path, dest: Path) -> Path:
+    """The temporalCNN table (class, polygon, then NIR, R, G per date) as one NDVI band."""
+    raw = np.loadtxt(source, delimiter=",", dtype=np.float64)
+    head, values = raw[:, :2], raw[:, 2:]
+    nir, red = values[:, 0::3], values[:, 1::3]
+    ndvi = (nir - red) / np.maximum(nir + red, 1e-6)
+    table = np.concatenate([head, ndvi], axis=1)
+    fmt = ["%d", "%d"] + ["%.5f"] * ndvi.shape[1]
+    np.savetxt(dest, table, delimiter=",", fmt=fmt)
+    return dest
+
+
+def import_set(name: str, work: Path) -> str:
+    """Import a data set as a cropflow training set; returns its URI."""
+    from cropflow.labels.build import TableImportParams, import_sample_tables
+    from cropflow.labels.tables import SampleTableParams
+
+    if name == "temporalcnn":
+        files = {"train": TCNN / "train_dataset.csv", "test": TCNN / "test_dataset.csv"}
+        bands = ["nir", "red", "green"]
+    elif name == "temporalcnn-ndvi":
+        files = {
+            split: ndvi_table(TCNN / f"{split}_dataset.csv", work / f"{split}_ndvi.csv")
+            for split in ("train", "test")
+        }
+        bands = ["ndvi"]
+    else:
+        raise ValueError(f"unknown data set {name!r}")
+    summary = import_sample_tables(
+        TableImportParams(
+            table=SampleTableParams(
+                files={k: str(v) for k, v in files.items()},
+                legend_path=str(TCNN / "class_map.txt"),
+                bands=bands,
+                class_id_offset=1,
+                val_fraction=0.2,
+                seed=0,
+            ),
+            out_uri=str(work / f"{name}.zarr"),
+        )
+    )
+    return summary.uri
+
+
+def _flat(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    return np.nan_to_num(x.reshape(len(x), -1))
+
+
+def baselines(uri: str, seeds: list[int]) -> list[dict[str, Any]]:
+    """Random forest and gradient boosting on train + val, scored on test."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+
+    from cropflow.train.data import load_training_data
+    from cropflow.train.metrics import evaluate_labels
+
+    data = load_training_data(uri)
+    x = np.concatenate([_flat(data.splits[p].x) for p in ("train", "val")])
+    y = np.concatenate([data.splits[p].y for p in ("train", "val")])
+    test = data.splits["test"]
+    rows = []
+    factories: dict[str, Callable[[int], Any]] = {
+        "random forest, 500 trees": lambda s: RandomForestClassifier(500, random_state=s),
+        "gradient boosting (HGB)": lambda s: HistGradientBoostingClassifier(random_state=s),
+    }
+    for label, make in factories.items():
+        runs = []
+        t0 = time.perf_counter()
+        for seed in seeds:
+            model = make(seed).fit(x, y)
+            pred = model.predict(_flat(test.x))
+            ev = evaluate_labels(test.y, pred, data.class_map.names, "test")
+            runs.append(ev.summary())
+        rows.append(_row(label, runs, time.perf_counter() - t0, baseline=True))
+        print(f"  {label}: macro F1 {rows[-1]['macro_f1']:.3f}", flush=True)
+    return rows
+
+
+def networks(
+    uri: str, families: list[str], seeds: list[int], variant: str = "defaults"
+) -> list[dict[str, Any]]:
+    """Each family at its defaults (with ``variant``'s overrides), one training per seed."""
+    from cropflow.train import TrainParams, train
+
+    rows = []
+    for family in families:
+        runs, epochs = [], []
+        t0 = time.perf_counter()
+        for seed in seeds:
+            params = TrainParams.model_validate(
+                {
+                    "training_set": uri,
+                    "model": {"name": family},
+                    **VARIANTS[variant],
+                    "seed": seed,
+                    "register_model": False,
+                }
+            )
+            result = train(params)
+            runs.append(result.test)
+            epochs.append(f"{result.epochs_run}({result.best_epoch})")
+        label = family if variant == "defaults" else f"{family}, {variant}"
+        row = _row(label, runs, time.perf_counter() - t0, baseline=False)
+        row["epochs"] = " ".join(epochs)
+        rows.append(row)
+        print(f"  {label}: macro F1 {row['macro_f1']:.3f} [{epochs}]", flush=True)
+    return rows
+
+
+def _row(name: str, runs: list[dict[str, float]], seconds: float, baseline: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"model": name, "baseline": baseline, "seconds": seconds}
+    for m in METRICS:
+        values = [float(r[m]) for r in runs]
+        row[m] = float(np.mean(values))
+        row[f"{m}_min"], row[f"{m}_max"] = min(values), max(values)
+    return row
+
+
+def markdown(results: dict[str, list[dict[str, Any]]], info: str, n_seeds: int) -> str:
+    out = [
+        "## Quality on real data, defaults only (`python -m benchmarks.bench_quality`)",
+        "",
+        info,
+        "",
+        f'Test split; mean over {n_seeds} seeds (min-max). Networks: `{{"name": family}}` '
+        "and nothing else (rows with a variant: that one option changed). Baselines fit on "
+        "train + val.",
+        "",
+    ]
+    for name, rows in results.items():
+        forest = next(r["macro_f1"] for r in rows if r["model"].startswith("random forest"))
+        out += [
+            f"### {name}",
+            "",
+            "| model | OA | macro F1 | kappa | >= forest (macro F1) | epochs run (best) | s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            cells = [f"{r[m]:.3f} ({r[m + '_min']:.3f}-{r[m + '_max']:.3f})" for m in METRICS]
+            beats = "-" if r["baseline"] else ("yes" if r["macro_f1"] >= forest else "**no**")
+            out.append(
+                f"| {r['model']} | {' | '.join(cells)} | {beats} | {r.get('epochs', '-')} | "
+                f"{r['seconds']:.0f} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--sets", default="temporalcnn,temporalcnn-ndvi")
+    ap.add_argument("--variants", default="defaults", help=f"of {list(VARIANTS)}, comma-separated")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
+    os.environ["CROPFLOW_WORKDIR"] = str(work)
+    os.environ["CROPFLOW_MLFLOW__TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    seeds = list(range(args.seeds))
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    results: dict[str, list[dict[str, Any]]] = {}
+    for name in args.sets.split(","):
+        print(f"{name}:", flush=True)
+        uri = import_set(name, work)
+        rows = baselines(uri, seeds)
+        for variant in args.variants.split(","):
+            rows += networks(uri, args.families.split(","), seeds, variant)
+        results[name] = rows
+    info = (
+        f"Measured on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
+        f"(torch {torch.__version__}, {torch.get_num_threads()} threads); load average "
+        f"{load:.1f} at start, {os.getloadavg()[0]:.1f} at end; "
+        f"{time.perf_counter() - started:.0f} s in all."
+    )
+    print(markdown(results, info, len(seeds)))
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "info": info}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
