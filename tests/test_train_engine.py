@@ -341,3 +341,16 @@ def test_given_epochs_are_kept_and_unresolved_epochs_are_refused() -> None:
         _ = TrainOptions().planned_epochs
     # 216 samples (the temporalCNN fixture) in batches of 64: 375 epochs of 4 steps
     assert TrainOptions().for_training_size(216).planned_epochs == 375
+
+
+def test_a_small_val_split_trains_with_a_warning(tmp_path: Path) -> None:
+    """16 val samples (< 30 units): trained anyway, the run tagged with the warning; 40 do not."""
+    small = synthetic_training_data("pixel", sizes=(48, 16, 16), n_time=5)
+    result = train(_params(tmp_path / "a", epochs=1), data=small)
+    tags = MlflowClient(tracking_uri=result.tracking_uri).get_run(result.run_id).data.tags
+    assert "16 samples (< 30)" in tags["cropflow.warning"]
+    assert result.status == "finished"
+    large = synthetic_training_data("pixel", sizes=(48, 40, 16), n_time=5)
+    result = train(_params(tmp_path / "b", epochs=1), data=large)
+    tags = MlflowClient(tracking_uri=result.tracking_uri).get_run(result.run_id).data.tags
+    assert "cropflow.warning" not in tags

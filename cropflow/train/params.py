@@ -51,6 +51,13 @@ class EarlyStopping(BaseModel):
         10, ge=1, description="Epochs without improvement before stopping; None: never stop."
     )
     min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as better.")
+    min_val_units: int = Field(
+        30,
+        ge=1,
+        description="Fewest validation units (fields, else 32-px blocks, else samples) for a "
+        "trustworthy best epoch and champion comparison: a smaller val split trains anyway, "
+        "with a warning in the log and the run's tag cropflow.warning.",
+    )
 
 
 #: Epochs of a training with ``epochs`` unset, on a training set large enough for min_steps.

@@ -21,6 +21,7 @@ import numpy.typing as npt
 import torch
 from pydantic import BaseModel, Field
 
+from cropflow.classes import IGNORE_INDEX
 from cropflow.errors import ContractError, CropflowError, TrainingError
 from cropflow.settings import get_settings
 from cropflow.train.checkpoint import CheckpointStore
@@ -133,6 +134,22 @@ def prepare_data(params: TrainParams, data: TrainingData) -> TrainingData:
     return data
 
 
+def small_val_warning(data: TrainingData, min_units: int) -> str | None:
+    """A warning when the validation split has fewer than ``min_units`` units: its best epoch
+    and champion comparison then rest on a handful of fields or blocks."""
+    val = data.split("val")
+    labelled = val.y.reshape(len(val), -1) != IGNORE_INDEX
+    keys = val.units if val.units is not None else np.arange(len(val))
+    n_units = int(np.unique(keys[labelled.any(axis=1)]).size)
+    if n_units >= min_units:
+        return None
+    return (
+        f"the val split of {data.uri} has {n_units} {val.unit_kind}s (< {min_units}): early "
+        "stopping and the champion comparison are noisy; give the training set a larger val "
+        "split (val_fraction, more labelled fields) or accept the noise"
+    )
+
+
 def _check_resumable(store: CheckpointStore, contract: InputContract) -> None:
     """A resumed run must see the same bands and classes as before."""
     path = store.directory / "contract.json"
@@ -222,6 +239,10 @@ def train(
     elif state.history:  # the last epoch may have been checkpointed but not logged
         _log_history_entry(logger, state.history[-1])
     logger.set_tags({"cropflow.status": "running", "cropflow.checkpoint_dir": str(store.directory)})
+    small = small_val_warning(data, params.early_stopping.min_val_units)
+    if small is not None:
+        log.warning(small)
+        logger.set_tags({"cropflow.warning": small})
 
     clock = {"last": time.perf_counter()}
 
