@@ -59,8 +59,9 @@ def ndvi_table(source: Path, dest: Path) -> Path:
     return dest
 
 
-def import_set(name: str, work: Path) -> str:
-    """Import a data set as a cropflow training set; returns its URI."""
+def import_set(name: str, work: Path, seed: int = 0) -> str:
+    """Import a data set as a cropflow training set (val carved from train by polygon with
+    ``seed``); returns its URI."""
     from cropflow.labels.build import TableImportParams, import_sample_tables
     from cropflow.labels.tables import SampleTableParams
 
@@ -83,7 +84,7 @@ def import_set(name: str, work: Path) -> str:
                 bands=bands,
                 class_id_offset=1,
                 val_fraction=0.2,
-                seed=0,
+                seed=seed,
             ),
             out_uri=str(work / f"{name}.zarr"),
         )

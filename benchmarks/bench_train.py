@@ -126,8 +126,7 @@ def throughput(quick: bool) -> list[dict[str, Any]]:
 def quality(quick: bool, seed: int) -> dict[str, Any]:
     from sklearn.ensemble import RandomForestClassifier
 
-    from cropflow.labels.build import TableImportParams, import_sample_tables
-    from cropflow.labels.tables import SampleTableParams
+    from benchmarks.bench_quality import import_set
     from cropflow.train import TrainParams, train
     from cropflow.train.data import load_training_data
     from cropflow.train.metrics import evaluate_labels
@@ -136,23 +135,8 @@ def quality(quick: bool, seed: int) -> dict[str, Any]:
     os.environ["CROPFLOW_WORKDIR"] = str(work)
     os.environ["CROPFLOW_MLFLOW__TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
     t0 = time.perf_counter()
-    summary = import_sample_tables(
-        TableImportParams(
-            table=SampleTableParams(
-                files={
-                    "train": str(TCNN / "train_dataset.csv"),
-                    "test": str(TCNN / "test_dataset.csv"),
-                },
-                legend_path=str(TCNN / "class_map.txt"),
-                bands=["nir", "red", "green"],
-                class_id_offset=1,
-                val_fraction=0.2,
-                seed=seed,
-            ),
-            out_uri=str(work / "tcnn.zarr"),
-        )
-    )
-    data = load_training_data(summary.uri)
+    uri = import_set("temporalcnn", work, seed)
+    data = load_training_data(uri)
     names = data.class_map.names
     te = data.splits["test"]
     results: dict[str, Any] = {
@@ -190,7 +174,7 @@ def quality(quick: bool, seed: int) -> dict[str, Any]:
     }
     for family, cfg in configs.items():
         params = TrainParams(
-            training_set=summary.uri,
+            training_set=uri,
             model=cfg,
             epochs=epochs,
             batch_size=32,

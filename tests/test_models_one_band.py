@@ -5,7 +5,6 @@ family learns a one-band task."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,14 +24,6 @@ from models.serialization import CONFIG_FILE
 
 CLASSES = ["wheat", "maize", "forest", "water"]
 BANDS = ["red", "nir", "swir16"]
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _contract(bands: list[str], n_time: int = 8) -> InputContract:
