@@ -19,6 +19,7 @@ stopped the same way by either.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import subprocess
@@ -98,6 +99,17 @@ def _start_local(timeout_s: float) -> Any:
     return server
 
 
+def _flush_run_logs() -> None:
+    """Send the run logs still queued to the API while it still runs: sent after a temporary
+    API stopped, they end the command with 'Error logging to API'."""
+    from prefect.logging.handlers import APILogHandler
+
+    try:
+        APILogHandler().flush()
+    except Exception as exc:  # a log that cannot be sent must not fail the command
+        logging.getLogger(__name__).debug("run logs not flushed: %s", exc)
+
+
 @contextmanager
 def prefect_api(settings: Settings | None = None) -> Iterator[str]:
     """Run the block against a Prefect API (see the module docstring); yields its URL."""
@@ -114,7 +126,10 @@ def prefect_api(settings: Settings | None = None) -> Iterator[str]:
     os.environ["PREFECT_API_URL"] = url  # for processes this one starts (Dask workers)
     try:
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
+            try:
+                yield url
+            finally:
+                _flush_run_logs()
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         if server is not None:
