@@ -10,11 +10,12 @@ from __future__ import annotations
 from datetime import date
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from cropflow.cube import CubeParams
 from cropflow.demo import DemoConfig
 from cropflow.errors import ConfigError
+from cropflow.forms import form_order
 from cropflow.labels.options import LabelSource, TrainingSetOptions
 from cropflow.predict.params import PredictOptions
 from cropflow.regions import RegionConfig
@@ -24,18 +25,28 @@ from cropflow.train.params import TrainOptions
 
 
 class RegionRunParams(BaseModel):
-    """What every run on a region starts from (the base of the retrain and remap forms)."""
+    """What every run on a region starts from (the base of the retrain and remap forms).
+
+    In the Prefect UI's form a subclass's own options (training, prediction) come first and
+    the region, fixed by a region's deployment, last.
+    """
+
+    model_config = ConfigDict(json_schema_extra=form_order(last=("region", "cube", "refresh")))
 
     region: str | RegionConfig | dict[str, Any] = Field(
         "demo",
-        description="Region: the name of a file in deployments/regions/, or its fields.",
+        title="Region",
+        description="Region: the name of a file in deployments/regions/, or its fields. "
+        "A region's own deployment sets it: leave it as it is.",
     )
     cube: CubeParams = Field(
         default_factory=CubeParams,
+        title="Datacube",
         description="Datacube options (the region's grid, period and season override).",
     )
     refresh: bool = Field(
         False,
+        title="Recompute every stage",
         description="Run every stage again instead of reusing the cached results of a "
         "previous run with the same inputs (the new results replace them). Outputs complete "
         "on disk are still found by their stage: delete one to rebuild it.",
@@ -85,14 +96,18 @@ def aoi_geometry(region: RegionConfig, settings: Settings | None = None) -> dict
 def training_set_options_for(
     region: RegionConfig, options: TrainingSetOptions, settings: Settings | None = None
 ) -> TrainingSetOptions:
-    """``options`` with the region's split file, unless the options name one (or rules)."""
-    layer = region.split_layer_path(settings)
+    """``options`` with the region's split file (unless the options name one, or rules) and
+    its split block size (unless the options set one)."""
     splits = options.splits
-    if layer is None or splits.layer_path is not None or splits.rules_path is not None:
+    update: dict[str, Any] = {}
+    if region.split_block_px is not None and splits.block_size_px is None:
+        update["block_size_px"] = region.split_block_px
+    layer = region.split_layer_path(settings)
+    if layer is not None and splits.layer_path is None and splits.rules_path is None:
+        update["layer_path"] = str(layer)
+    if not update:
         return options
-    return options.model_copy(
-        update={"splits": splits.model_copy(update={"layer_path": str(layer)})}
-    )
+    return options.model_copy(update={"splits": splits.model_copy(update=update)})
 
 
 def search_params_for(region: RegionConfig, settings: Settings | None = None) -> SearchParams:
@@ -170,12 +185,8 @@ class DemoParams(BaseModel):
     seed: int | None = Field(None, description="Region seed (unset: the preset's).")
     cube: CubeParams = Field(default_factory=CubeParams, description="Datacube options.")
     training_set: TrainingSetOptions = Field(
-        # The demo region is small: 16 px split blocks still keep each field in one block
-        # (a field belongs whole to the block holding most of it) and give every split data.
-        default_factory=lambda: TrainingSetOptions.model_validate(
-            {"splits": {"block_size_px": 16}}
-        ),
-        description="Training-set options.",
+        default_factory=TrainingSetOptions,
+        description="Training-set options (the demo region file sets its split block size).",
     )
     train: TrainOptions = Field(
         # Measured on the default region (benchmarks/RESULTS.md): L-TAE reaches a hold-out
@@ -186,3 +197,14 @@ class DemoParams(BaseModel):
     predict: PredictOptions = Field(
         default_factory=PredictOptions, description="Prediction options."
     )
+
+
+def region_markdown(region: RegionConfig) -> str:
+    """The region config a run used, as a markdown report (YAML; credentials redacted)."""
+    import yaml
+
+    from cropflow.redact import redact_data
+
+    data = redact_data(region.model_dump(mode="json", exclude_defaults=True))
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return f"# Region {region.name}\n\nAs this run read it:\n\n```yaml\n{text}```\n"

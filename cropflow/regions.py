@@ -393,6 +393,13 @@ class RegionConfig(BaseModel):
         "(train/val/test); each pixel takes the split of the polygon holding its centre, pixels "
         "in none are left out (docs/DATA.md). Unset: spatial blocks split by fractions.",
     )
+    split_block_px: int | None = Field(
+        None,
+        ge=1,
+        description="Side of the spatial blocks that split a retrain's samples into train/val/"
+        "test, in pixels: a small region needs small blocks for every split to get fields "
+        "(a run's own training_set.splits.block_size_px wins). Unset: 64 px.",
+    )
 
     reference_sample: str | None = Field(
         None,

@@ -144,3 +144,21 @@ def storage_errors(folder: Path, doing: str) -> Iterator[None]:
         if translated is None:
             raise
         raise translated from exc
+
+
+def consolidate_zarr(path: Path) -> None:
+    """Write the consolidated metadata of the Zarr v3 store at ``path``.
+
+    A reader then gets every array's metadata in one read, and ``xarray.open_zarr(path)``
+    opens it without its "much slower" warning. Call it after the store's last metadata
+    change (array data may still be written later; metadata may not).
+    """
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():
+        # zarr-python writes it for v3 stores too, inside zarr.json, and says it is not (yet)
+        # part of the v3 specification: readers that do not know it ignore it.
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(str(path), zarr_format=3)

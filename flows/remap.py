@@ -14,7 +14,7 @@ from cropflow.chain import ChainSummary, RegionRunParams
 from cropflow.orchestration.caching import refreshed
 from cropflow.orchestration.locks import region_lock
 from cropflow.predict import PredictOptions, PredictParams
-from tasks.chain import region_cube_params, region_search_params, resolve_region
+from tasks.chain import publish_region, region_cube_params, region_search_params, resolve_region
 from tasks.cube import plan_cube_task, publish_cube_summary, write_cube_task
 from tasks.predict import build_map_products, pin_model_task, predict_tiles, publish_report
 from tasks.search import publish_search_summary, search_items
@@ -25,6 +25,7 @@ class RemapParams(RegionRunParams):
 
     predict: PredictOptions = Field(
         default_factory=PredictOptions,
+        title="Prediction",
         description="Prediction options (the region's model alias overrides `model`).",
     )
 
@@ -34,6 +35,7 @@ def remap_region(params: RemapParams | None = None) -> ChainSummary:
     """Map the region's season with its registered model and publish the products."""
     p = params or RemapParams()
     region = resolve_region(p.region)
+    publish_region(region)
     with region_lock(region.name):
         search = refreshed(search_items, p.refresh)(region_search_params(region))
         publish_search_summary(search)

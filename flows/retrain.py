@@ -14,7 +14,13 @@ from cropflow.chain import ChainSummary, RegionRunParams, training_set_options_f
 from cropflow.labels import TrainingSetOptions, TrainingSetParams
 from cropflow.orchestration.caching import refreshed
 from cropflow.train import TrainOptions, TrainOutcome, TrainParams
-from tasks.chain import region_cube_params, region_labels, region_search_params, resolve_region
+from tasks.chain import (
+    publish_region,
+    region_cube_params,
+    region_labels,
+    region_search_params,
+    resolve_region,
+)
 from tasks.cube import plan_cube_task, publish_cube_summary, write_cube_task
 from tasks.labels import (
     prepare_labels_task,
@@ -31,10 +37,16 @@ class RetrainParams(RegionRunParams):
     """What the retrain of a region is built from (to train again on identical inputs,
     change ``train.seed``: a new seed is a new training, the rest comes from the cache)."""
 
-    training_set: TrainingSetOptions = Field(
-        default_factory=TrainingSetOptions, description="Training-set options."
+    train: TrainOptions = Field(
+        default_factory=TrainOptions,
+        title="Training",
+        description="Training options: epochs, model family, learning rate, seed ...",
     )
-    train: TrainOptions = Field(default_factory=TrainOptions, description="Training options.")
+    training_set: TrainingSetOptions = Field(
+        default_factory=TrainingSetOptions,
+        title="Training set",
+        description="Training-set options (how labels become samples and splits).",
+    )
 
 
 class RetrainResult(BaseModel):
@@ -49,6 +61,7 @@ def retrain(params: RetrainParams | None = None) -> RetrainResult:
     """Retrain the region's model from fresh imagery and its labels; promote only if better."""
     p = params or RetrainParams()
     region = resolve_region(p.region)
+    publish_region(region)
     fresh = p.refresh
     search = refreshed(search_items, fresh)(region_search_params(region))
     publish_search_summary(search)
@@ -64,7 +77,7 @@ def retrain(params: RetrainParams | None = None) -> RetrainResult:
     publish_training_set_summary(training_set)
     model_name = region.model_name()
     trained = refreshed(train_model, fresh)(TrainParams.of(p.train, training_set.uri, model_name))
-    registration = refreshed(register_model, fresh)(trained.run_id, model_name)
+    registration = refreshed(register_model, fresh)(trained.run_id, model_name, region.name)
     outcome = TrainOutcome(training=trained, registration=registration)
     publish_training_report(outcome)
     summary = ChainSummary(

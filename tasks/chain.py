@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
+from prefect.artifacts import create_markdown_artifact
 
-from cropflow.chain import cube_params_for, labels_for, search_params_for
+from cropflow.chain import cube_params_for, labels_for, region_markdown, search_params_for
 from cropflow.cube import CubeParams
 from cropflow.labels import LabelSource
 from cropflow.regions import RegionConfig, as_region
@@ -17,6 +18,16 @@ from cropflow.stac.params import SearchParams
 def resolve_region(region: str | RegionConfig | dict[str, Any]) -> RegionConfig:
     """The region's validated configuration (a name under deployments/regions/ or fields)."""
     return as_region(region)
+
+
+@task(name="region-config")
+def publish_region(region: RegionConfig) -> None:
+    """Record the region config this run used (a region deployment names it only)."""
+    create_markdown_artifact(
+        markdown=region_markdown(region),
+        key="region-config",
+        description=f"Region {region.name} as this run read it",
+    )
 
 
 @task(name="region-search-params")

@@ -28,10 +28,12 @@ def train_model(params: TrainParams) -> TrainResult:
 
 
 @task(name="register-model", **stage_task_options())
-def register_model(run_id: str, registered_model: str | None = None) -> Registration:
+def register_model(
+    run_id: str, registered_model: str | None = None, region: str | None = None
+) -> Registration:
     """Register a run's model into ``registered_model`` (None: the settings'): champion if
     it beats that registered model's champion, else challenger."""
-    return register_run(run_id, registered_model=registered_model)
+    return register_run(run_id, registered_model=registered_model, region=region)
 
 
 @task(name="training-report")

@@ -206,9 +206,19 @@ def test_ports_are_published_on_loopback_only() -> None:
                 assert port.get("host_ip") == "127.0.0.1", f"{name}: {port}"
                 assert port.get("published"), f"{name}: {port} (random host port)"
             else:
-                text = str(port)
+                text = resolve_defaults(str(port))
                 parts = text.split(":")
                 assert len(parts) == 3 and parts[0] == "127.0.0.1", f"{name}: {text!r}"
+
+
+def test_prefect_ui_is_told_the_published_port() -> None:
+    """The UI (in the host's browser) calls the API at the address /ui-settings gives."""
+    server = services()["prefect-server"]
+    (published,) = server["ports"]
+    host_port = resolve_defaults(str(published)).split(":")[1]
+    env = server["environment"]
+    assert "${PREFECT_PORT:-4200}" in str(published)
+    assert resolve_defaults(env["PREFECT_UI_API_URL"]) == f"http://127.0.0.1:{host_port}/api"
 
 
 def test_images_have_explicit_tags() -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from prefect import flow, task
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from test_ops_standin import read_events, remap_region, retrain
@@ -130,6 +132,65 @@ def test_region_parameters_embed_the_region_config() -> None:
     assert params == {"params": {"region": REGION.model_dump(mode="json", exclude_defaults=True)}}
     validated = validate_flow_parameters(remap_region, params, "test")
     assert validated["params"].region == REGION
+
+
+def test_a_project_region_is_given_by_name_and_its_form_puts_options_first() -> None:
+    """retrain/demo's form: the region by name (read where the run runs), training first."""
+    from prefect.utilities.callables import parameter_schema
+
+    from cropflow.chain import training_set_options_for
+    from cropflow.labels import TrainingSetOptions
+    from cropflow.regions import get_region
+    from flows.remap import remap_region as real_remap
+    from flows.retrain import RetrainParams
+    from flows.retrain import retrain as real_retrain
+
+    demo = get_region("demo")
+    for real in (real_retrain, real_remap):
+        assert region_parameters(real, demo) == {"params": {"region": "demo"}}
+    # A region not in deployments/regions/ (or changed) is embedded whole.
+    changed = demo.model_copy(update={"max_cloud_cover": 10.0})
+    assert region_parameters(real_retrain, changed)["params"]["region"]["max_cloud_cover"] == 10
+
+    schema = parameter_schema(real_retrain.fn).model_dump_for_openapi()["definitions"]
+
+    def order(name: str) -> list[str]:
+        props = schema[name]["properties"]
+        return sorted(props, key=lambda k: props[k]["position"])
+
+    assert order("RetrainParams") == ["train", "training_set", "region", "cube", "refresh"]
+    assert order("TrainOptions")[:5] == ["epochs", "model", "lr", "batch_size", "seed"]
+    assert schema["TrainOptions"]["properties"]["model"]["default"] == {"name": "ltae"}
+
+    # The form sends every default: the region's split block size still applies, unless the
+    # run sets its own.
+    sent = RetrainParams.model_validate(
+        {"region": "demo", "training_set": TrainingSetOptions().model_dump(mode="json")}
+    )
+    assert training_set_options_for(demo, sent.training_set).splits.block_px == 16
+    own = TrainingSetOptions.model_validate({"splits": {"block_size_px": 48}})
+    assert training_set_options_for(demo, own).splits.block_px == 48
+    bare = demo.model_copy(update={"split_block_px": None})
+    assert training_set_options_for(bare, sent.training_set).splits.block_px == 64
+
+
+@example(names=["a", "b"], first=["b", "b"], last=["a", "b"])
+@given(
+    names=st.lists(st.text("abcdefgh", min_size=1, max_size=3), unique=True, max_size=8),
+    first=st.lists(st.text("abcdefgh", min_size=1, max_size=3), max_size=4),
+    last=st.lists(st.text("abcdefgh", min_size=1, max_size=3), max_size=4),
+)
+def test_form_order_is_a_permutation_with_first_and_last_in_place(
+    names: list[str], first: list[str], last: list[str]
+) -> None:
+    from cropflow.forms import ordered_fields
+
+    out = ordered_fields(names, first, last)
+    assert sorted(out) == sorted(names)
+    head = [n for n in dict.fromkeys(first) if n in names]
+    assert out[: len(head)] == head
+    tail = [n for n in dict.fromkeys(last) if n in names and n not in head]
+    assert out[len(out) - len(tail) :] == tail
 
 
 def test_model_fields_are_set_over_the_deployment_defaults() -> None:

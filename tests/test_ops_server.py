@@ -311,6 +311,7 @@ def test_triggered_retrain_runs_on_the_worker(deployed: OpsStack) -> None:
     done = wait_for_run(run.id, timeout_s=180, poll_s=0.5)
     wall = time.time() - t0
     assert done.state == "COMPLETED", done.message
+    assert done.deployment == "retrain/alpha"  # the final state line of `trigger --wait`
     trained = _events("train", region="alpha", epochs=3)
     assert len(trained) == 1 and trained[0]["pid"] != os.getpid()
     assert done.start_time is not None and done.end_time is not None

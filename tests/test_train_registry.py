@@ -185,6 +185,15 @@ def test_champion_challenger(tmp_path: Path, registered_name: str) -> None:
     assert run_metrics["registry_champion_val_macro_f1"] == pytest.approx(reg_c.champion_score)
     assert load_model(CHAMPION).run_id == c.run_id
 
+    # Described in the MLflow UI: the model, and each version's decision, data and metrics.
+    assert "`@champion`" in (client.get_registered_model(registered_name).description or "")
+    described = {v: client.get_model_version(registered_name, v).description or "" for v in "23"}
+    assert described["2"].startswith(f"**challenger**: {reg_b.reason}.")
+    assert described["3"].startswith(f"**champion**: {reg_c.reason}.")
+    assert f"Validation macro_f1 {reg_c.score:.4f}" in described["3"]
+    assert "- Model: ltae" in described["3"] and f"`{c.run_id}`" in described["3"]
+    assert f"{len(data_c.splits['val'])} val" in described["3"], described["3"]
+
 
 def test_champion_on_other_classes_is_not_comparable(tmp_path: Path) -> None:
     data = synthetic_training_data("pixel", sizes=(32, 12, 12))

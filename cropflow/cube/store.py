@@ -2,8 +2,8 @@
 
 Cube format (``cropflow-cube/1``; the labels, training and prediction steps code against it)
 -------------------------------------------------------------------------------------------
-A Zarr v3 group (no consolidated metadata). Open it with :func:`open_cube`, or with
-``xr.open_zarr(uri, consolidated=False, decode_coords="all")``; ``ds.odc.geobox`` and
+A Zarr v3 group with consolidated metadata. Open it with :func:`open_cube`, or with
+``xr.open_zarr(uri, decode_coords="all")``; ``ds.odc.geobox`` and
 ``ds.rio.crs`` then work.
 
 Data variables, all with dims ``(time, y, x)``, chunked ``(all times, chunk, chunk)`` (time
@@ -65,7 +65,7 @@ from cropflow.cube.grid import GridSpec
 from cropflow.cube.indices import INDICES
 from cropflow.cube.plan import CUBE_FORMAT, BadItem, CubePlan, version_info
 from cropflow.errors import DataError
-from cropflow.storage import atomic_write, replace_dir
+from cropflow.storage import atomic_write, consolidate_zarr, replace_dir
 
 MARKER_DIR = "_cropflow_blocks"
 PARTIAL_SUFFIX = ".partial"
@@ -365,6 +365,7 @@ def finalize(partial: Path, final: Path, summary: dict[str, Any], bad: list[BadI
     markers = partial / MARKER_DIR
     if markers.is_dir():
         markers.rename(kept)  # out of the store: Zarr warns about unknown folders
+    consolidate_zarr(partial)
     replace_dir(partial, final)
 
 

@@ -74,7 +74,7 @@ from cropflow.labels.splits import (
 from cropflow.labels.store import FORMAT_VERSION
 from cropflow.labels.summary import TrainingSetSummary
 from cropflow.labels.tables import SampleTableParams, import_tables
-from cropflow.storage import atomic_file, replace_dir
+from cropflow.storage import atomic_file, consolidate_zarr, replace_dir
 
 SOURCE_ID = "_source_id"
 
@@ -115,6 +115,7 @@ def _write_zarr(ds: xr.Dataset, final: Path) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+    consolidate_zarr(tmp)
     replace_dir(tmp, final)
 
 
@@ -279,7 +280,7 @@ def _splits_by_rules(
     codes and labelled pixels per unit and class."""
     opts = params.splits
     label = np.asarray(r["label"].values, dtype=np.uint8)
-    unit, n_units = block_units(np.asarray(r["field"].values, dtype=np.int32), opts.block_size_px)
+    unit, n_units = block_units(np.asarray(r["field"].values, dtype=np.int32), opts.block_px)
     ys = gbox.affine.f + gbox.affine.e * (np.arange(gbox.shape[0]) + 0.5)
     xs = gbox.affine.c + gbox.affine.a * (np.arange(gbox.shape[1]) + 0.5)
     units = units_from_rasters(

@@ -79,14 +79,18 @@ class RuleFractions(SplitFractions):
     require_train: ClassVar[bool] = False
 
 
+#: Side of the split blocks when neither the run nor the region sets one, in pixels.
+DEFAULT_BLOCK_PX = 64
+
+
 class SplitOptions(BaseModel):
     """How samples are split into train / val / test."""
 
-    block_size_px: int = Field(
-        64,
+    block_size_px: int | None = Field(
+        None,
         ge=1,
-        description="Side of the spatial blocks, in pixels (a multiple of the "
-        "patch size and stride keeps most patches).",
+        description="Side of the spatial blocks, in pixels (a multiple of the patch size and "
+        f"stride keeps most patches). None: the region's split_block_px, else {DEFAULT_BLOCK_PX}.",
     )
     fractions: SplitFractions = Field(
         default_factory=SplitFractions,
@@ -142,6 +146,11 @@ class SplitOptions(BaseModel):
                 )
             seen[norm] = value
         return self
+
+    @property
+    def block_px(self) -> int:
+        """The split blocks' side in pixels: ``block_size_px``, else the default."""
+        return self.block_size_px or DEFAULT_BLOCK_PX
 
     def layer_value_map(self) -> dict[str, LayerValue]:
         """Split of each (normalised) split-file value: the defaults, then ``layer_values``."""

@@ -796,7 +796,7 @@ def split_by_layer(
     layer_split, n_overlap = split_layer_raster(layer, gbox)
     crossing: Literal["cut", "drop"] = "cut" if points else options.crossing
     cut = cut_fields(field, label, layer_split, fields, crossing)
-    block, _ = block_units(cut.field, options.block_size_px)
+    block, _ = block_units(cut.field, options.block_px)
     code = np.where(layer_split == NO_SPLIT, _OUT, layer_split).astype(np.int64)
     _, inverse = np.unique(block.astype(np.int64) * 4 + code, return_inverse=True)
     unit = inverse.reshape(block.shape).astype(np.int32)

@@ -1,8 +1,8 @@
 """The training set on disk (Zarr v3) and its typed reader, :func:`open_training_set`.
 
 Layout (format version 1). A training set is one Zarr v3 group written by xarray; arrays are
-chunked along the sample axis and compressed. ``xr.open_zarr(uri, consolidated=False)`` opens
-it; :func:`open_training_set` adds typed access.
+chunked along the sample axis and compressed, with consolidated metadata.
+``xr.open_zarr(uri)`` opens it; :func:`open_training_set` adds typed access.
 
 Group attributes (JSON):
 
@@ -60,6 +60,7 @@ from cropflow.labels.options import (
     Kind,
 )
 from cropflow.labels.stats import NormStats, StatsAccumulator
+from cropflow.storage import consolidate_zarr
 
 if TYPE_CHECKING:
     from models.contract import InputContract
@@ -148,6 +149,7 @@ class TrainingSetWriter:
         attrs = {**attrs, "norm_stats": {b: s.model_dump() for b, s in self.norm_stats().items()}}
         group = zarr.open_group(self._tmp, mode="r+", zarr_format=3)
         group.attrs.update(json.loads(json.dumps(attrs, default=_json_default)))
+        consolidate_zarr(self._tmp)
         old = self.uri.parent / f".{self.uri.name}.old-{os.getpid()}"
         if self.uri.exists():
             self.uri.rename(old)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from cropflow.errors import ConfigError
 from cropflow.redact import find_credentials
-from cropflow.regions import RegionConfig
+from cropflow.regions import RegionConfig, get_region
 
 if TYPE_CHECKING:
     pass
@@ -186,19 +186,30 @@ def validate_flow_parameters(
         flows_logger.setLevel(level)
 
 
+def _is_project_region(region: RegionConfig) -> bool:
+    """True when the region's name loads this very config from the project's regions folder."""
+    try:
+        return get_region(region.name) == region
+    except ConfigError:
+        return False
+
+
 def region_parameters(flow: Flow[..., Any], region: RegionConfig) -> dict[str, Any]:
     """The parameters that run ``flow`` (remap or retrain) on ``region``.
 
-    The whole region config is embedded (each run's parameters record exactly what was
-    mapped); a flow that takes only a region name gets the name.
+    A region of the project's regions folder is given by name: the run form shows the name
+    (not the whole config), and the run reads the file where it runs (the flows publish the
+    config they used). A region from another folder is embedded whole, since the worker may
+    not see that folder. A flow that takes only a region name gets the name.
     """
     embedded = region.model_dump(mode="json", exclude_defaults=True)
+    ref: str | dict[str, Any] = region.name if _is_project_region(region) else embedded
     single = _single_model_parameter(flow)
     candidates: list[dict[str, Any]]
     if single and "region" in single[1].model_fields:
-        candidates = [{single[0]: {"region": embedded}}, {single[0]: {"region": region.name}}]
+        candidates = [{single[0]: {"region": ref}}, {single[0]: {"region": region.name}}]
     elif "region" in inspect.signature(flow.fn).parameters:
-        candidates = [{"region": embedded}, {"region": region.name}]
+        candidates = [{"region": ref}, {"region": region.name}]
     else:
         raise ConfigError(
             f"flow {flow.name!r} has no `region` parameter (nor a parameter model with one)",

@@ -184,10 +184,17 @@ def _http_detail(exc: PrefectHTTPStatusError) -> str:
 
 
 def flow_run_info(run_id: str) -> FlowRunInfo:
-    """The current state of a flow run."""
+    """The current state of a flow run, with its deployment's full name when it has one."""
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(UUID(run_id))
-    return _run_info(run)
+        deployment = None
+        if run.deployment_id is not None:
+            try:
+                dep = client.read_deployment(run.deployment_id)
+                deployment = f"{client.read_flow(dep.flow_id).name}/{dep.name}"
+            except ObjectNotFound:  # deleted since the run was created
+                deployment = None
+    return _run_info(run, deployment)
 
 
 def wait_for_run(run_id: str, timeout_s: float = 3600.0, poll_s: float = 1.0) -> FlowRunInfo:

@@ -106,6 +106,11 @@ def _dask_workers(dashboard: str, n: int) -> HealthCheck:
     return check
 
 
+def browser_host(host: str) -> str:
+    """The address a browser on this machine reaches a server bound to ``host`` at."""
+    return {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
+
+
 def demo_catalog(settings: Settings) -> tuple[Path, Path]:
     """The collection and items files the stack's STAC API serves (the demo region's)."""
     stac_dir = settings.demo_dir / "stac"
@@ -117,6 +122,7 @@ def plan(settings: Settings) -> list[Service]:
     st = settings.stack
     h = st.host
     prefect_api = f"http://{h}:{st.prefect_port}/api"
+    ui_api = f"http://{browser_host(h)}:{st.prefect_port}/api"
     dashboard = f"http://{h}:{st.dask_dashboard_port}"
     mlflow_dir = settings.mlflow_dir.resolve()
     collection, items = demo_catalog(settings)
@@ -129,7 +135,14 @@ def plan(settings: Settings) -> list[Service]:
             argv=[_bin("prefect"), "server", "start", "--host", h, "--port", str(st.prefect_port)],
             url=f"http://{h}:{st.prefect_port}",
             health=_http_ok(f"{prefect_api}/health"),
-            env={**base_env, "PREFECT_HOME": prefect_home},
+            env={
+                **base_env,
+                "PREFECT_HOME": prefect_home,
+                # The UI runs in the browser and reads the API's address from /ui-settings:
+                # unset, that stays 127.0.0.1:4200 whatever port the server listens on.
+                "PREFECT_UI_API_URL": ui_api,
+                "PREFECT_UI_URL": ui_api.removesuffix("/api"),
+            },
         ),
         Service(
             name="prefect-worker",

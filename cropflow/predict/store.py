@@ -33,6 +33,7 @@ from cropflow.classes import ClassMap
 from cropflow.errors import DataError
 from cropflow.predict.cube import open_lazy
 from cropflow.predict.tiling import Window
+from cropflow.storage import consolidate_zarr
 
 #: Group attribute holding the prediction's metadata.
 META_ATTR = "cropflow:prediction"
@@ -171,6 +172,7 @@ def mark_complete(store: Path) -> None:
     meta = dict(old) if isinstance(old, dict) else {}
     meta["complete"] = True
     group.attrs[META_ATTR] = meta
+    consolidate_zarr(store)
 
 
 def open_prediction(store: str | Path, require_complete: bool = True) -> xr.Dataset:

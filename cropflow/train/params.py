@@ -12,9 +12,10 @@ import math
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cropflow.errors import ConfigError, TrainingError
+from cropflow.forms import form_order
 from models.configs import LTAEConfig, ModelConfig
 
 #: Metrics early stopping and the champion comparison can watch (all from the validation split).
@@ -82,10 +83,17 @@ class TrainOptions(BaseModel):
     """How to train, apart from on which training set (chained flows fill that in).
 
     The one home of the training defaults: :class:`TrainParams` adds the training set.
+    Forms show what a retrain usually changes first (epochs, model, learning rate, seed).
     """
+
+    model_config = ConfigDict(
+        json_schema_extra=form_order(first=("epochs", "model", "lr", "batch_size", "seed"))
+    )
 
     model: ModelConfig = Field(
         default_factory=LTAEConfig,
+        # Shown in forms (a default_factory has no schema default): the family by name.
+        json_schema_extra={"default": {"name": "ltae"}},
         description="Model family and hyper-parameters, discriminated on `name`: "
         "crop_mask_lstm, tempcnn, ltae (pixel series), unet, utae (patches), field_bigru "
         "(fields). Default: L-TAE with its paper defaults.",
@@ -124,7 +132,7 @@ class TrainOptions(BaseModel):
     eval_batch_size: int | None = Field(
         None, ge=1, description="Samples per evaluation batch. None: 4 x batch_size."
     )
-    lr: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
+    lr: float = Field(1e-3, gt=0, title="Learning rate", description="Peak learning rate (AdamW).")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
     schedule: Literal["constant", "cosine", "onecycle", "step"] = Field(
         "cosine",

@@ -381,11 +381,82 @@ class Registration(BaseModel):
     )
 
 
-def register_version(target: MlflowTarget, model_uri: str, run_id: str) -> str:
-    """A new version of the registered model for ``model_uri``; returns its number."""
+def register_version(
+    target: MlflowTarget, model_uri: str, run_id: str, region: str | None = None
+) -> str:
+    """A new version of the registered model for ``model_uri``; returns its number.
+
+    The registered model gets its description (what it maps, how versions are chosen) and,
+    with ``region``, a ``cropflow.region`` tag on the model and the version."""
     mv = mlflow.register_model(model_uri, target.registered_model)
-    target.client.set_model_version_tag(target.registered_model, mv.version, "run_id", run_id)
+    client, name = target.client, target.registered_model
+    client.set_model_version_tag(name, mv.version, "run_id", run_id)
+    client.update_registered_model(name, description=registered_model_description(name, region))
+    if region is not None:
+        client.set_registered_model_tag(name, "cropflow.region", region)
+        client.set_model_version_tag(name, mv.version, "cropflow.region", region)
     return str(mv.version)
+
+
+def registered_model_description(name: str, region: str | None) -> str:
+    """What a registered model is (the MLflow UI shows it as markdown)."""
+    where = f"region **{region}** (`deployments/regions/{region}.yaml`)" if region else name
+    return (
+        f"Crop-type / land-cover model of {where}, trained by cropflow from the region's "
+        "labels on its analysis-ready datacube.\n\n"
+        f"- `@{CHAMPION}`: the version the region's maps use (`remap-region`). A new version "
+        "takes it only when it beats the champion on the same validation split (a paired "
+        "bootstrap over validation fields or blocks; see each version's description).\n"
+        f"- `@{CHALLENGER}`: the latest version that did not.\n\n"
+        "Each version's description names its data, metrics and why it got its alias."
+    )
+
+
+def _fmt(value: str | None, default: str = "?") -> str:
+    return value if value not in (None, "") else default
+
+
+def version_description(
+    run: Any, alias: str, reason: str, metric: str, score: float, region: str | None = None
+) -> str:
+    """A model version's description: decision, model, data, metrics (markdown).
+
+    ``run`` is the MLflow run that trained it (its params, metrics and tags as logged by
+    :func:`cropflow.train.training.train`)."""
+    params: dict[str, str] = dict(run.data.params)
+    metrics: dict[str, float] = dict(run.data.metrics)
+    tags: dict[str, str] = dict(run.data.tags)
+    try:
+        bands = ", ".join(json.loads(params.get("data.bands", "[]")))
+        classes = ", ".join(json.loads(params.get("data.classes", "[]")))
+    except ValueError:
+        bands, classes = params.get("data.bands", "?"), params.get("data.classes", "?")
+    sizes = " / ".join(
+        f"{params[f'data.n_{s}']} {s}" for s in ("train", "val", "test") if f"data.n_{s}" in params
+    )
+    lines = [
+        f"**{alias}**: {reason}.",
+        "",
+        f"- Region: {_fmt(region, 'not given')}",
+        f"- Model: {_fmt(params.get('model.name') or tags.get('cropflow.family'))}, "
+        f"{_fmt(params.get('model.n_parameters'))} parameters, "
+        f"{_fmt(params.get('data.input_kind'))} input, {_fmt(params.get('data.n_time'))} dates",
+        f"- Bands: {bands or '?'}",
+        f"- Classes: {classes or '?'}",
+        f"- Training set: `{redact(_fmt(params.get('data.training_set')))}` ({sizes} samples)",
+        f"- Validation {metric} {score:.4f} (scored at registration)",
+    ]
+    shown = [
+        f"{k.removeprefix('test_')} {v:.4f}"
+        for k, v in sorted(metrics.items())
+        if k in ("test_macro_f1", "test_overall_accuracy", "test_kappa")
+    ]
+    if shown:
+        lines.append(f"- Test split: {', '.join(shown)}")
+    if tags.get("cropflow.warning"):
+        lines.append(f"- Warning: {tags['cropflow.warning']}")
+    lines.append(f"- MLflow run: `{run.info.run_id}`")
+    return "\n".join(lines)
 
 
 def decide(
@@ -396,6 +467,7 @@ def decide(
     score: float,
     champion: tuple[str, float | None, str] | None,
     comparison: Comparison | None = None,
+    region: str | None = None,
 ) -> Registration:
     """Give ``version`` the champion alias when it beats ``champion`` (version, score or None
     when not comparable, why), else challenger; record both scores on run and version.
@@ -435,6 +507,8 @@ def decide(
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
         client.set_tag(run_id, k, v)
+    description = version_description(client.get_run(run_id), alias, reason, metric, score, region)
+    client.update_model_version(name, version, description=description)
     metrics = {f"registry_val_{metric}": score}
     if champ_s is not None:
         metrics[f"registry_champion_val_{metric}"] = champ_s

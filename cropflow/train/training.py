@@ -380,13 +380,18 @@ def incomparable(champion: InputContract, data: TrainingData) -> str | None:
 
 
 def register_run(
-    run_id: str, *, registered_model: str | None = None, data: TrainingData | None = None
+    run_id: str,
+    *,
+    registered_model: str | None = None,
+    data: TrainingData | None = None,
+    region: str | None = None,
 ) -> Registration:
     """Register run ``run_id``'s model into ``registered_model`` (None: the settings') and
     decide champion or challenger of that registered model (see module doc).
 
     The comparison uses the early-stopping metric of the run (macro F1 when that is the
-    loss); both scores are recorded on the run and the model version.
+    loss); both scores are recorded on the run and the model version, whose description
+    (and the registered model's) says what it is, with ``region`` when given.
     """
     target = mlflow_target(registered_model)
     run = target.client.get_run(run_id)
@@ -408,7 +413,7 @@ def register_run(
     )
 
     before = current_alias(CHAMPION, target.registered_model)
-    version = register_version(target, model_uri, run_id)
+    version = register_version(target, model_uri, run_id, region)
     new = load_model(f"models:/{target.registered_model}/{version}")
     pred_new = val_predictions(new.model, data)
     score = float(getattr(score_val_predictions(new.model, data, pred_new), metric))
@@ -428,7 +433,7 @@ def register_run(
                 data, new.model, pred_new, champ.model, pred_champ, metric, promotion
             )
         champion = (before[0], champ_score, why or "")
-    return decide(target, run_id, version, metric, score, champion, comparison)
+    return decide(target, run_id, version, metric, score, champion, comparison, region)
 
 
 def val_predictions(model: CropflowModel, data: TrainingData) -> npt.NDArray[np.int64]:
