@@ -442,10 +442,38 @@ def _print_status(rows: list[stack.ServiceStatus]) -> None:
         )
 
 
+@app.command("serve")
+@friendly_errors
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default: settings.stack.host).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (default: settings.serve.port).")
+    ] = None,
+) -> None:
+    """Serve the published maps: REST API and tiles, on-demand maps, the web map at /."""
+    import uvicorn
+    from prefect.settings import PREFECT_API_URL
+
+    from cropflow.serve.app import create_app
+
+    settings = get_settings()
+    jobs = None
+    if PREFECT_API_URL.value():  # on-demand maps run on the server's workers
+        from cropflow.orchestration.map_jobs import PrefectJobs
+
+        jobs = PrefectJobs()
+    where = (host or settings.stack.host, port or settings.serve.port)
+    typer.echo(f"cropflow maps on http://{where[0]}:{where[1]} (API docs at /docs)", err=True)
+    uvicorn.run(create_app(settings, jobs), host=where[0], port=where[1], log_level="warning")
+
+
 @stack_app.command("up")
 @friendly_errors
 def stack_up() -> None:
-    """Start the stack (Prefect server + worker, MLflow, Dask, STAC API) and print its URLs."""
+    """Start the stack (Prefect server + worker, MLflow, Dask, STAC API, map server) and print
+    its URLs."""
     _print_status(stack.up(get_settings()))
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -111,6 +111,36 @@ class StackSettings(BaseModel):
     start_timeout_s: float = Field(120.0, gt=0, description="Wait for a service to be healthy.")
 
 
+class ServeSettings(BaseModel):
+    """The map server (``cropflow serve``): published maps, tiles, on-demand map jobs."""
+
+    port: int = Field(8090, description="Port of `cropflow serve` (on settings.stack.host).")
+    token: SecretStr | None = Field(
+        None,
+        description="Bearer token that POST /maps needs (compared in constant time). Unset: "
+        "on-demand map jobs are refused; reading maps and tiles needs no token.",
+    )
+    max_aoi_km2: float = Field(
+        100.0, gt=0, description="Largest AOI (geodesic area, km²) of an on-demand map."
+    )
+    max_body_bytes: int = Field(
+        1_000_000, gt=0, description="Largest request body (a GeoJSON AOI) accepted."
+    )
+    max_active_jobs: int = Field(
+        2, ge=1, description="On-demand map jobs scheduled or running at once; more get 429."
+    )
+    job_deployment: str = Field(
+        "remap-region/on-demand",
+        description="Deployment that runs on-demand maps (search -> cube -> predict -> "
+        "products of a region made from the request).",
+    )
+    base_region: str = Field(
+        "demo",
+        description="Region file an on-demand map takes its imagery source, grid and model "
+        "from (provider, API, collections, bands, resolution, registered model).",
+    )
+
+
 class Settings(BaseSettings):
     """All cropflow settings; see the module docstring for the environment variables."""
 
@@ -126,6 +156,7 @@ class Settings(BaseSettings):
     dask: DaskSettings = DaskSettings()
     mlflow: MlflowSettings = MlflowSettings()
     stack: StackSettings = StackSettings()
+    serve: ServeSettings = ServeSettings()
 
     @property
     def demo_dir(self) -> Path:
@@ -136,6 +167,11 @@ class Settings(BaseSettings):
     def mlflow_dir(self) -> Path:
         """The embedded MLflow store (SQLite database and artifacts)."""
         return self.workdir / "mlflow"
+
+    @property
+    def products_dir(self) -> Path:
+        """Where map products are published, one folder per region."""
+        return self.workdir / "products"
 
     @property
     def stack_dir(self) -> Path:

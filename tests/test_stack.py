@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from net_helpers import beyond_loopback, listeners
 from stack_helpers import free_ports
@@ -37,7 +38,7 @@ def _group_alive(pgid: int) -> bool:
 @pytest.mark.slow
 def test_stack_up_status_down(tmp_path: Path) -> None:
     work = tmp_path / "work"
-    prefect, mlflow, dask, dash, stac = free_ports(5)
+    prefect, mlflow, dask, dash, stac, maps = free_ports(6)
     env = {
         **os.environ,
         "CROPFLOW_WORKDIR": str(work),
@@ -46,6 +47,7 @@ def test_stack_up_status_down(tmp_path: Path) -> None:
         "CROPFLOW_STACK__DASK_PORT": str(dask),
         "CROPFLOW_STACK__DASK_DASHBOARD_PORT": str(dash),
         "CROPFLOW_STACK__STAC_PORT": str(stac),
+        "CROPFLOW_SERVE__PORT": str(maps),
         "CROPFLOW_STACK__DASK_WORKERS": "1",
         "CROPFLOW_STACK__WORK_POOL": "cropflow-stack-test",
     }
@@ -64,18 +66,19 @@ def test_stack_up_status_down(tmp_path: Path) -> None:
         status = _cli(["stack", "status"], env)
         assert status.returncode == 0, status.stdout + status.stderr
         names = ["prefect-server", "prefect-worker", "mlflow", "dask-scheduler", "dask-workers"]
-        for name in [*names, "stac-api"]:
+        for name in [*names, "stac-api", "map-server"]:
             line = next(ln for ln in status.stdout.splitlines() if name in ln)
             assert "healthy" in line, status.stdout
         stac_line = next(ln for ln in status.stdout.splitlines() if "stac-api" in ln)
         assert f"http://127.0.0.1:{stac}" in stac_line
+        assert httpx.get(f"http://127.0.0.1:{maps}/maps", timeout=10).json() == []
         # Nothing listens beyond loopback: every socket of every service's process tree (the
         # Dask workers' /health,/metrics servers and the Prefect worker's included).
         running = [
             json.loads(p.read_text())["pid"] for p in (work / "stack" / "pids").glob("*.pid")
         ]
         found = listeners(running)
-        assert {prefect, mlflow, dask, dash, stac} <= {f.port for f in found}, found
+        assert {prefect, mlflow, dask, dash, stac, maps} <= {f.port for f in found}, found
         assert beyond_loopback(found) == [], found
     finally:
         pids = {
@@ -84,7 +87,7 @@ def test_stack_up_status_down(tmp_path: Path) -> None:
         }
         down = _cli(["stack", "down"], env)
     assert down.returncode == 0, down.stderr
-    assert set(pids) == {*names, "stac-api"}
+    assert set(pids) == {*names, "stac-api", "map-server"}
     assert not [n for n, pid in pids.items() if _group_alive(pid)]
     after = _cli(["stack", "status"], env)
     assert after.returncode == 1 and "stopped" in after.stdout

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from browser_helpers import artifacts_dir, browser_page
 from stack_helpers import free_ports
@@ -30,6 +31,7 @@ from cropflow.settings import Settings, get_settings
 pytestmark = pytest.mark.slow
 
 EPOCHS = 2
+TOKEN = "operator-token"
 #: Console errors of the two UIs themselves, whatever the deployment: Prefect's UI asks for a
 #: favicon and an icon ("undefined.svg") it does not ship; MLflow's asks for the current user,
 #: an endpoint of its auth app only. Any other console error fails the test.
@@ -52,6 +54,7 @@ class OperatorStack:
     settings: Settings
     ui: str
     mlflow: str
+    maps: str
     shots: Path
     console_errors: list[str]
 
@@ -70,9 +73,9 @@ def operator(session_root: Path) -> Iterator[OperatorStack]:
     from cropflow.orchestration.deploy import deploy_all
 
     root = Path(tempfile.mkdtemp(prefix="operator-", dir=session_root))
-    ports = free_ports(5)
-    assert not {4200, 5000, 8786, 8787, 8082} & set(ports)
-    prefect, mlflow, dask, dashboard, stac = ports
+    ports = free_ports(6)
+    assert not {4200, 5000, 8786, 8787, 8082, 8090} & set(ports)
+    prefect, mlflow, dask, dashboard, stac, maps = ports
     env = {
         "CROPFLOW_WORKDIR": str(root / "work"),
         "CROPFLOW_STACK__PREFECT_PORT": str(prefect),
@@ -80,6 +83,8 @@ def operator(session_root: Path) -> Iterator[OperatorStack]:
         "CROPFLOW_STACK__DASK_PORT": str(dask),
         "CROPFLOW_STACK__DASK_DASHBOARD_PORT": str(dashboard),
         "CROPFLOW_STACK__STAC_PORT": str(stac),
+        "CROPFLOW_SERVE__PORT": str(maps),
+        "CROPFLOW_SERVE__TOKEN": TOKEN,
         "CROPFLOW_STACK__START_TIMEOUT_S": "180",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
     }
@@ -97,6 +102,7 @@ def operator(session_root: Path) -> Iterator[OperatorStack]:
                     settings,
                     ui,
                     f"http://127.0.0.1:{mlflow}",
+                    f"http://127.0.0.1:{maps}",
                     artifacts_dir("operator"),
                     [],
                 )
@@ -183,7 +189,7 @@ def test_retrain_form_in_the_prefect_ui_runs_on_the_worker(operator: OperatorSta
         page.screenshot(path=str(shots / "prefect-retrain-run.png"))
 
         # The registry, described: what the model is and why this version is champion.
-        client = MlflowClient(operator.mlflow)
+        client = MlflowClient(tracking_uri=operator.mlflow, registry_uri=operator.mlflow)
         model = client.get_registered_model("cropflow-demo")
         assert "region **demo**" in (model.description or "")
         version = client.get_model_version_by_alias("cropflow-demo", "champion")
@@ -236,3 +242,115 @@ def test_remap_products_are_published_and_their_quicklook_renders(
         width = page.evaluate("document.images[0].naturalWidth")
         assert width > 0
         page.locator("img").screenshot(path=str(operator.shots / "products-quicklook.png"))
+
+
+def _interior_pixels(path: Path, n: int) -> list[tuple[float, float, int]]:
+    """``n`` pixels (lon, lat, value) of a class map whose 5 x 5 neighbourhood is one class."""
+    import rasterio
+    from pyproj import Transformer
+
+    with rasterio.open(path) as src:
+        data = src.read(1)
+        to_lonlat = Transformer.from_crs(src.crs, 4326, always_xy=True)
+        found: list[tuple[float, float, int]] = []
+        seen: set[int] = set()
+        for row in range(2, data.shape[0] - 2, 3):
+            for col in range(2, data.shape[1] - 2, 3):
+                block = data[row - 2 : row + 3, col - 2 : col + 3]
+                value = int(data[row, col])
+                if value in seen or value in (0, 255) or not (block == value).all():
+                    continue
+                lon, lat = to_lonlat.transform(*src.xy(row, col))
+                found.append((lon, lat, value))
+                seen.add(value)
+                if len(found) == n:
+                    return found
+    return found
+
+
+def test_web_map_shows_the_map_answers_clicks_and_runs_a_job(operator: OperatorStack) -> None:
+    """The map server of the stack: the demo map, its legend colours at known class
+    locations, the point query, the area table, and an on-demand map from the page's form."""
+    import io
+
+    from PIL import Image
+
+    from cropflow.serve.catalog import read_table
+
+    products = operator.settings.products_dir / "demo"
+    legend = {c["value"]: c for c in httpx.get(f"{operator.maps}/maps/demo/legend").json()}
+    pixels = _interior_pixels(products / "class_map.tif", 4)
+    assert len(pixels) == 4
+    errors: list[str] = []
+    with browser_page(errors) as page:
+        page.goto(f"{operator.maps}/", wait_until="load")
+        page.wait_for_selector("body[data-ready=true][data-tiles=demo]")
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=str(operator.shots / "web-map.png"))
+        shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))
+        box = page.locator("#map").bounding_box()
+        for lon, lat, value in pixels:
+            xy = page.evaluate(f"state.map.latLngToContainerPoint([{lat}, {lon}])")
+            x, y = round(box["x"] + xy["x"]), round(box["y"] + xy["y"])
+            color = legend[value]["color"].lstrip("#")
+            expected = [int(color[i : i + 2], 16) for i in (0, 2, 4)]
+            assert np.abs(shot[y, x].astype(int) - expected).max() <= 3, (value, shot[y, x])
+            page.mouse.click(x, y)
+            page.wait_for_function(
+                f"document.querySelector('#point-class')?.textContent === '{legend[value]['name']}'"
+            )
+        rows = page.locator("#areas tbody tr").evaluate_all(
+            "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+        )
+        table = read_table(products / "class_area.csv")
+        assert [r[0] for r in rows] == [t["class_name"] for t in table]
+        assert [r[1] for r in rows] == [f"{float(t['area_ha']):.2f}" for t in table]
+
+        # An on-demand map of a part of the region, from the page's form.
+        page.get_by_role("button", name="Draw AOI").click()
+        west, south, east, north = httpx.get(f"{operator.maps}/maps/demo").json()["bbox"]
+        corners = [
+            (west + 0.3 * (east - west), south + 0.3 * (north - south)),
+            (west + 0.7 * (east - west), south + 0.7 * (north - south)),
+        ]
+        for lon, lat in corners:
+            xy = page.evaluate(f"state.map.latLngToContainerPoint([{lat}, {lon}])")
+            page.mouse.click(box["x"] + xy["x"], box["y"] + xy["y"])
+        page.fill("input[name=start]", "2024-03-01")
+        page.fill("input[name=end]", "2024-10-31")
+        page.fill("input[name=token]", TOKEN)
+        page.get_by_role("button", name="Request map").click()
+        page.wait_for_function(
+            "/Completed|Failed|Crashed|error/i.test(document.querySelector('#jobstate').textContent)",
+            timeout=600_000,
+        )
+        state_text = page.inner_text("#jobstate")
+        assert "Completed" in state_text, state_text
+        page.wait_for_selector("body[data-region^=aoi-][data-tiles^=aoi-]")
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=str(operator.shots / "web-map-job.png"))
+        job_region = page.eval_on_selector("#region", "e => e.value")
+        job_rows = page.locator("#areas tbody tr").count()
+    assert _ours(errors) == [], errors
+
+    job_id = job_region.removeprefix("aoi-")
+    status = httpx.get(f"{operator.maps}/maps/jobs/{job_id}").json()
+    assert (
+        status["done"] and status["state"] == "COMPLETED" and status["map"] == f"/maps/{job_region}"
+    )
+    # The identical request reuses the finished job and its map; tiles of the new map render.
+    again = httpx.post(
+        f"{operator.maps}/maps",
+        json=status["request"],
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert again.status_code == 202 and again.json()["id"] == job_id and again.json()["done"]
+    new_map = httpx.get(f"{operator.maps}/maps/{job_region}").json()
+    assert new_map["model"]["name"] == "cropflow-demo"
+    # Its extent is the drawn AOI (snapped to the 10 m grid), inside the demo map.
+    (lon0, lat0), (lon1, lat1) = corners
+    for got, want in zip(new_map["bbox"], [lon0, lat0, lon1, lat1], strict=True):
+        assert abs(got - want) < 0.0005, (new_map["bbox"], corners)
+    new_areas = read_table(operator.settings.products_dir / job_region / "class_area.csv")
+    assert job_rows == len(new_areas)
+    assert sum(float(r["area_ha"]) for r in new_areas) < sum(float(t["area_ha"]) for t in table)

@@ -2,7 +2,8 @@
 
 ``cropflow stack up`` starts, bound to ``settings.stack.host`` only (127.0.0.1 by default), a
 Prefect server, a Prefect worker on the process work pool, an MLflow server on the embedded
-store, a Dask scheduler with workers and the STAC API serving the demo catalog. Every listening
+store, a Dask scheduler with workers, the STAC API serving the demo catalog and the map server
+(``cropflow serve``). Every listening
 socket of these processes is on that host: the Dask workers' HTTP servers (``/health``,
 ``/metrics``) and the Prefect worker's webserver included, which would otherwise bind 0.0.0.0.
 Each runs in its own process session; its log and pid live under ``<workdir>/stack/`` so that
@@ -247,6 +248,18 @@ def plan(settings: Settings) -> list[Service]:
             ],
             url=f"http://{h}:{st.stac_port}",
             health=_http_ok(f"http://{h}:{st.stac_port}/"),
+        ),
+        Service(
+            name="map-server",
+            argv=[_bin("cropflow"), "serve"],
+            url=f"http://{browser_host(h)}:{settings.serve.port} (web map; API docs at /docs)",
+            health=_http_ok(f"http://{h}:{settings.serve.port}/healthz"),
+            env={
+                # On-demand maps are flow runs of the stack's server, read from its MLflow.
+                "PREFECT_API_URL": prefect_api,
+                "CROPFLOW_MLFLOW__TRACKING_URI": settings.mlflow.tracking_uri
+                or f"http://{h}:{st.mlflow_port}",
+            },
         ),
     ]
 
