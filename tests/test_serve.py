@@ -57,6 +57,20 @@ def _pixel_lonlat(path: Path, row: int, col: int) -> tuple[float, float, int]:
     return lon, lat, value
 
 
+def _tile_pixel(api: TestClient, layer_url: str, lon: float, lat: float) -> np.ndarray:
+    """RGBA at (lon, lat) of the zoom-18 PNG tile holding it (finer than 10 m pixels)."""
+    tile = WEB_MERCATOR.tile(lon, lat, 18)
+    r = api.get(f"{layer_url}/{tile.z}/{tile.x}/{tile.y}.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text[:200]
+    image = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGBA"))
+    bounds = WEB_MERCATOR.xy_bounds(tile)
+    x, y = WEB_MERCATOR.xy(lon, lat)
+    px = int((x - bounds.left) / (bounds.right - bounds.left) * 256)
+    py = int((bounds.top - y) / (bounds.top - bounds.bottom) * 256)
+    pixel: np.ndarray = image[py, px]
+    return pixel
+
+
 def test_catalog_lists_the_map_with_its_classes_model_and_layers(
     api: TestClient, products: ProductsResult
 ) -> None:
@@ -92,17 +106,10 @@ def test_point_query_and_tile_pixel_agree_with_the_class_map(
     assert point["confidence"] == max(point["probabilities"].values())
 
     # The tile holding the pixel, at a zoom finer than the 10 m pixels: its colour there.
-    tile = WEB_MERCATOR.tile(lon, lat, 18)
-    r = api.get(f"/maps/{products.region}/tiles/class_map/{tile.z}/{tile.x}/{tile.y}.png")
-    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-    image = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGBA"))
-    bounds = WEB_MERCATOR.xy_bounds(tile)
-    x, y = WEB_MERCATOR.xy(lon, lat)
-    px = int((x - bounds.left) / (bounds.right - bounds.left) * 256)
-    py = int((bounds.top - y) / (bounds.top - bounds.bottom) * 256)
+    pixel = _tile_pixel(api, f"/maps/{products.region}/tiles/class_map", lon, lat)
     hex_color = colors[value].lstrip("#")
     expected = [int(hex_color[i : i + 2], 16) for i in (0, 2, 4)] + [255]
-    assert image[py, px].tolist() == expected
+    assert pixel.tolist() == expected
 
 
 def test_tiles_outside_the_map_are_clear_and_bad_layers_are_refused(
@@ -221,3 +228,53 @@ def test_identical_requests_share_a_job_and_too_many_jobs_get_429(
         assert status["state"] == "RUNNING" and not status["done"] and status["map"] is None
         assert app.get("/maps/jobs/..%2F..%2Fx").status_code == 404
         assert app.get("/maps/jobs/0123456789abcdef").status_code == 404
+
+
+def test_true_colour_composite_is_a_layer_of_the_season_median(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A cube with red, green and blue gets truecolor.tif (median over dates, 0-0.3 stretched,
+    clear where no date saw the ground), served as a tile layer."""
+    from affine import Affine
+
+    from cropflow.classes import ClassDef, ClassMap
+    from cropflow.predict import PredictParams, predict
+    from cropflow.predict.testing import tiny_bundle, write_cube
+
+    folder = tmp_path_factory.mktemp("rgb")
+    t, h, w = 3, 40, 60
+    per_date = {"red": [0.03, 0.06, 0.30], "green": [0.09, 0.12, 0.0], "blue": [0.15, 0.0, 0.03]}
+    data = {
+        b: np.stack([np.full((h, w), v, np.float32) for v in vals]) for b, vals in per_date.items()
+    }
+    for a in data.values():
+        a[:, :10, :10] = np.nan  # never seen
+        a[0, 20:, 30:] = np.nan  # seen on two dates only
+    cube = write_cube(folder / "rgb.zarr", data, ["2024-05-01", "2024-06-01", "2024-07-01"],
+                      Affine(10, 0, 500000, 0, -10, 5300000), "EPSG:32633")  # fmt: skip
+    classes = ClassMap(classes=[ClassDef(id=1, name="a", color="#ff0000"),
+                                ClassDef(id=2, name="b", color="#00ff00")])  # fmt: skip
+    ltae = {"name": "ltae", "n_head": 2, "d_k": 4, "d_model": 8, "mlp_widths": [8],
+            "decoder_widths": [8]}  # fmt: skip
+    bundle = tiny_bundle(ltae, ["red", "green", "blue"], t, classes, "pixel", gain=2)
+    params = PredictParams(cube=str(cube), key="rgb", region="serve-rgb", executor="local")
+    products = build_products(predict(params, bundle))
+
+    with rasterio.open(products.paths["truecolor"]) as src:
+        rgba = src.read()
+
+    def scale(v: float) -> int:
+        return int(np.clip(v / 0.3 * 254 + 1, 1, 255))
+
+    assert rgba[:, 5, 5].tolist() == [0, 0, 0, 0]
+    assert rgba[:, 15, 15].tolist() == [scale(0.06), scale(0.09), scale(0.03), 255]
+    # Two dates: the median of the last two.
+    assert rgba[:, 30, 40].tolist() == [scale(0.18), scale(0.06), scale(0.015), 255]
+
+    with TestClient(create_app(get_settings())) as api:
+        m = api.get("/maps/serve-rgb").json()
+        assert m["layers"] == ["class_map", "confidence", "truecolor"]
+        lon, lat, _ = _pixel_lonlat(Path(products.paths["truecolor"]), 15, 15)
+        pixel = _tile_pixel(api, "/maps/serve-rgb/tiles/truecolor", lon, lat)
+        expected = [scale(0.06), scale(0.09), scale(0.03), 255]
+        assert np.abs(pixel.astype(int) - expected).max() <= 2, pixel

@@ -284,7 +284,7 @@ def test_web_map_shows_the_map_answers_clicks_and_runs_a_job(operator: OperatorS
     errors: list[str] = []
     with browser_page(errors) as page:
         page.goto(f"{operator.maps}/", wait_until="load")
-        page.wait_for_selector("body[data-ready=true][data-tiles=demo]")
+        page.wait_for_selector("body[data-ready=true][data-loaded-class_map=demo]")
         page.wait_for_load_state("networkidle")
         page.screenshot(path=str(operator.shots / "web-map.png"))
         shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))
@@ -306,6 +306,14 @@ def test_web_map_shows_the_map_answers_clicks_and_runs_a_job(operator: OperatorS
         assert [r[0] for r in rows] == [t["class_name"] for t in table]
         assert [r[1] for r in rows] == [f"{float(t['area_ha']):.2f}" for t in table]
 
+        # The season's true-colour composite under the same switcher.
+        assert "truecolor" in httpx.get(f"{operator.maps}/maps/demo").json()["layers"]
+        page.get_by_label("True colour").check()
+        page.wait_for_selector("body[data-loaded-truecolor=demo]")
+        page.screenshot(path=str(operator.shots / "web-map-truecolor.png"))
+        page.get_by_label("Class map").check()
+        page.wait_for_selector("body[data-loaded-class_map=demo]")
+
         # An on-demand map of a part of the region, from the page's form.
         page.get_by_role("button", name="Draw AOI").click()
         west, south, east, north = httpx.get(f"{operator.maps}/maps/demo").json()["bbox"]
@@ -326,7 +334,7 @@ def test_web_map_shows_the_map_answers_clicks_and_runs_a_job(operator: OperatorS
         )
         state_text = page.inner_text("#jobstate")
         assert "Completed" in state_text, state_text
-        page.wait_for_selector("body[data-region^=aoi-][data-tiles^=aoi-]")
+        page.wait_for_selector("body[data-region^=aoi-][data-loaded-class_map^=aoi-]")
         page.wait_for_load_state("networkidle")
         page.screenshot(path=str(operator.shots / "web-map-job.png"))
         job_region = page.eval_on_selector("#region", "e => e.value")

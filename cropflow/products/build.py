@@ -3,6 +3,7 @@
 ``products/<region>/`` after a successful run::
 
     class_map.tif (+ .aux.xml)   probability.tif   confidence.tif   quicklook.png
+    [truecolor.tif]   (the season's median red/green/blue, when the cube has them)
     class_area.csv   class_area.parquet   [fields.parquet   fields.gpkg]
     [class_area_estimate.csv .parquet .md .png .json]   (with a labelled reference sample)
     catalog.json   <item id>/<item id>.json        (STAC, self-contained, relative hrefs)
@@ -26,7 +27,12 @@ from cropflow.predict.run import ModelInfo, PredictionResult
 from cropflow.predict.store import read_meta
 from cropflow.products.area_params import ReferenceSample
 from cropflow.products.areas import class_areas, write_area_table
-from cropflow.products.cog import write_class_cog, write_confidence_cog, write_probability_cog
+from cropflow.products.cog import (
+    write_class_cog,
+    write_confidence_cog,
+    write_probability_cog,
+    write_truecolor_cog,
+)
 from cropflow.products.estimate import AreaEstimate, estimate_areas, write_area_estimate
 from cropflow.products.fields import field_results, write_field_results
 from cropflow.products.publish import staged
@@ -145,6 +151,11 @@ def build_products(
         files["confidence"] = write_confidence_cog(
             confidence, crs, transform, stage / "confidence.tif"
         )
+        truecolor = write_truecolor_cog(
+            prediction.cube, crs, transform, prediction.shape, stage / "truecolor.tif"
+        )
+        if truecolor is not None:
+            files["truecolor"] = truecolor
         areas = class_areas(class_id, cm, crs, transform)
         files["class_area_csv"], files["class_area_parquet"] = write_area_table(areas, stage)
         files["quicklook"] = write_quicklook(
@@ -270,6 +281,22 @@ def _items(prediction: PredictionResult, files: dict[str, Path]) -> list[Product
             ],
         ),
     ]
+    if "truecolor" in files:
+        items.append(
+            ProductItem(
+                id=f"{region}-truecolor",
+                title="True colour (season median)",
+                assets=[
+                    ProductAsset(
+                        "data",
+                        files["truecolor"],
+                        COG,
+                        ["data", "visual"],
+                        "Median red, green, blue of the season (reflectance 0-0.3), alpha",
+                    )
+                ],
+            )
+        )
     if "fields_parquet" in files:
         items.append(
             ProductItem(

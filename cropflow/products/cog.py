@@ -22,6 +22,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import numpy.typing as npt
 import rasterio
+import rasterio.enums
 import rasterio.shutil
 from rasterio.windows import Window as RioWindow
 
@@ -191,3 +192,48 @@ def write_confidence_cog(confidence: Any, crs_wkt: str, transform: Any, dest: Pa
         dst.write(np.asarray(confidence[w.rows, w.cols], np.uint8), 1, window=_rio(w))
 
     return _write(dest, _profile(shape, 1, crs_wkt, transform, 0), fill, setup, "AVERAGE")
+
+
+#: Bands of the true-colour composite, and the reflectance shown as full brightness.
+TRUE_COLOR_BANDS = ("red", "green", "blue")
+TRUE_COLOR_MAX = 0.3
+
+
+def write_truecolor_cog(
+    cube_uri: str, crs_wkt: str, transform: Any, shape: tuple[int, int], dest: Path
+) -> Path | None:
+    """The season's true-colour composite of the cube (median over its dates of red, green
+    and blue, reflectance 0-0.3 stretched to 1-255) as an RGBA COG; None when the cube has no
+    red, green and blue bands (another sensor, radar, one band)."""
+    from cropflow.cube.store import open_cube
+
+    ds = open_cube(cube_uri)
+    if not all(b in ds.data_vars for b in TRUE_COLOR_BANDS):
+        return None
+    if (ds.sizes["y"], ds.sizes["x"]) != shape:
+        return None  # not the prediction's grid: nothing to lay under the map
+
+    def setup(dst: Any) -> None:
+        for i, name in enumerate(TRUE_COLOR_BANDS, start=1):
+            dst.set_band_description(i, name)
+        dst.set_band_description(4, "alpha")
+        dst.colorinterp = [
+            rasterio.enums.ColorInterp.red,
+            rasterio.enums.ColorInterp.green,
+            rasterio.enums.ColorInterp.blue,
+            rasterio.enums.ColorInterp.alpha,
+        ]
+
+    def fill(dst: Any, w: Window) -> None:
+        valid = np.ones((w.height, w.width), bool)
+        for i, band in enumerate(TRUE_COLOR_BANDS, start=1):
+            stack = np.asarray(ds[band][:, w.rows, w.cols].values, np.float32)
+            with np.errstate(all="ignore"):
+                seen: npt.NDArray[np.bool_] = np.asarray(np.isfinite(stack).any(axis=0))
+                median = np.nanmedian(np.where(seen[np.newaxis], stack, 0.0), axis=0)
+            valid &= seen
+            scaled = np.clip(median / TRUE_COLOR_MAX * 254.0 + 1.0, 1, 255)
+            dst.write(np.where(seen, scaled, 0).astype(np.uint8), i, window=_rio(w))
+        dst.write((valid * 255).astype(np.uint8), 4, window=_rio(w))
+
+    return _write(dest, _profile(shape, 4, crs_wkt, transform, None), fill, setup, "AVERAGE")

@@ -5,8 +5,8 @@ Routes (OpenAPI docs at ``/docs``):
 - ``GET /maps``: the published maps (regions, seasons, the model version of each);
   ``GET /maps/{region}``; ``/legend``; ``/areas`` (area table, and the estimate with
   confidence intervals where there is one);
-- ``GET /maps/{region}/tiles/{layer}/{z}/{x}/{y}.{png|webp}``: XYZ tiles of ``class_map``
-  and ``confidence`` (rio-tiler);
+- ``GET /maps/{region}/tiles/{layer}/{z}/{x}/{y}.{png|webp}``: XYZ tiles of ``class_map``,
+  ``confidence`` and ``truecolor`` (the season's median composite; rio-tiler);
 - ``GET /maps/{region}/point?lon=&lat=``: class, probabilities and field at a point;
 - ``POST /maps`` (bearer token): an on-demand map of an AOI and date range with a registered
   model, run as a flow run on the workers; 202 with the job; ``GET /maps/jobs/{id}``;

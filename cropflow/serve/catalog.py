@@ -20,9 +20,14 @@ from cropflow.errors import ConfigError, DataError
 #: A region (product folder) name: the region file's rule.
 REGION_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$")
 #: Product layers that are rendered as tiles, by the STAC item suffix that holds them.
-LAYERS = {"class_map": "class-map", "confidence": "confidence", "probability": "probability"}
+LAYERS = {
+    "class_map": "class-map",
+    "confidence": "confidence",
+    "probability": "probability",
+    "truecolor": "truecolor",
+}
 #: Layers served as map tiles.
-TILE_LAYERS = ("class_map", "confidence")
+TILE_LAYERS = ("class_map", "confidence", "truecolor")
 
 
 class MapClass(BaseModel):

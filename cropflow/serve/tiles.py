@@ -59,13 +59,22 @@ def render_tile(m: PublishedMap, layer: str, z: int, x: int, y: int, fmt: TileFo
     if not (0 <= z <= 24 and 0 <= x < 2**z and 0 <= y < 2**z):
         raise ConfigError(f"tile {z}/{x}/{y} does not exist", hint="0 <= x, y < 2**z, z <= 24")
     with Reader(str(m.file(layer))) as src:
+        rgb = layer == "truecolor"
         try:
-            img = src.tile(x, y, z, tilesize=TILE_SIZE, resampling_method="nearest")
+            img = src.tile(
+                x,
+                y,
+                z,
+                tilesize=TILE_SIZE,
+                indexes=(1, 2, 3) if rgb else None,
+                resampling_method="bilinear" if rgb else "nearest",
+            )
         except TileOutsideBounds:
             return _empty_tile(fmt)
+        colors: Any = None
         if layer == "class_map":
-            colors: Any = class_colormap(m)
-        else:
+            colors = class_colormap(m)
+        elif layer == "confidence":
             colors = cmap.get(CONFIDENCE_CMAP)
         out: bytes = img.render(img_format=fmt.upper(), colormap=colors)
         return out

@@ -21,9 +21,13 @@ function el(tag, attrs, text) {
 }
 
 function tiles(region, layer) {
-  return L.tileLayer(`/maps/${region}/tiles/${layer}/{z}/{x}/{y}.png`, {
-    maxZoom: 22, maxNativeZoom: 18, opacity: layer === "class_map" ? 1.0 : 0.85, className: "layer-" + layer,
+  const tileLayer = L.tileLayer(`/maps/${region}/tiles/${layer}/{z}/{x}/{y}.png`, {
+    maxZoom: 22, maxNativeZoom: 18, opacity: layer === "confidence" ? 0.85 : 1.0, className: "layer-" + layer,
   });
+  // data-loaded-<layer>="<region>" while every visible tile of the layer is drawn (tests wait on it).
+  tileLayer.on("loading", () => document.body.removeAttribute("data-loaded-" + layer));
+  tileLayer.on("load", () => document.body.setAttribute("data-loaded-" + layer, region));
+  return tileLayer;
 }
 
 async function showRegion(region) {
@@ -32,11 +36,8 @@ async function showRegion(region) {
   Object.values(state.layers).forEach((layer) => state.map.removeLayer(layer));
   if (state.control) state.map.removeControl(state.control);
   state.layers = {};
-  const names = { class_map: "Class map", confidence: "Confidence" };
+  const names = { class_map: "Class map", confidence: "Confidence", truecolor: "True colour" };
   m.layers.forEach((layer) => { state.layers[names[layer] || layer] = tiles(region, layer); });
-  document.body.removeAttribute("data-tiles");
-  // "load": every visible tile of the class map is drawn (tests and screenshots wait for it).
-  state.layers["Class map"].on("load", () => document.body.setAttribute("data-tiles", region));
   const [w, s, e, n] = m.bbox;
   state.map.fitBounds([[s, w], [n, e]], { animate: false });
   state.layers["Class map"].addTo(state.map);
