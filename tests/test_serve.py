@@ -186,6 +186,15 @@ def test_map_requests_need_a_token_and_are_checked_field_by_field(
         )
         assert big.status_code == 413 and big.json()["detail"]["field"] == "body"
 
+        def chunks() -> Iterator[bytes]:  # no Content-Length: refused once past the limit
+            yield b'{"aoi": "'
+            for _ in range(40):
+                yield b"x" * 50_000
+            yield b'"}'
+
+        chunked = app.post("/maps", content=chunks(), headers=bearer)
+        assert chunked.status_code == 413, chunked.text[:200]
+
 
 class _Busy:
     """A job backend whose runs never end: the one way to hold jobs open in this test."""

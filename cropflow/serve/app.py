@@ -23,7 +23,7 @@ import hmac
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, HTTPException, Query, Request
+from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
@@ -77,22 +77,7 @@ def create_app(settings: Settings | None = None, jobs: JobBackend | None = None)
         except ConfigError as exc:
             raise _error(404, exc, "region") from None
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > s.serve.max_body_bytes):
-            return JSONResponse(
-                {
-                    "detail": {
-                        "error": "request body too large",
-                        "field": "body",
-                        "hint": f"at most {s.serve.max_body_bytes} bytes",
-                    }
-                },
-                status_code=413,
-            )
-        response: Response = await call_next(request)
-        return response
+    app.add_middleware(BodyLimit, limit=s.serve.max_body_bytes)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
@@ -222,6 +207,57 @@ def create_app(settings: Settings | None = None, jobs: JobBackend | None = None)
         return FileResponse(STATIC / "app" / "index.html")
 
     return app
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``limit`` bytes, by its Content-Length or,
+    sent in chunks without one, as soon as the chunks read exceed it (the body, at most
+    ``limit`` bytes, is then handed on to the app)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > self.limit:
+                await self._refuse(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)
+                return
+            body += message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if len(body) > self.limit:
+                await self._refuse(send)
+                return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Any) -> None:
+        detail = {"error": "request body too large", "field": "body",
+                  "hint": f"at most {self.limit} bytes"}  # fmt: skip
+        await JSONResponse({"detail": detail}, status_code=413)({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> dict[str, Any]:
+    return {"type": "http.disconnect"}
 
 
 def _authorise(s: Settings, authorization: str | None) -> None:
