@@ -16,10 +16,11 @@ import morecantile
 import numpy as np
 import pytest
 import rasterio
+import shapely
 from fastapi.testclient import TestClient
 from PIL import Image
 from pyproj import Transformer
-from test_products_build import prediction  # noqa: F401 - the module's fixture
+from test_products_build import FIELDS, prediction  # noqa: F401 - the module's fixture
 
 from cropflow.predict import PredictionResult
 from cropflow.products import ProductsResult, build_products
@@ -102,6 +103,10 @@ def test_point_query_and_tile_pixel_agree_with_the_class_map(
         assert point["class_name"] is None
         return
     assert point["class_value"] == value
+    with rasterio.open(class_map) as src:
+        here = shapely.Point(*src.xy(row, col))
+    inside = [name for name, field in FIELDS.items() if field.contains(here)]
+    assert point["field_id"] == (inside[0] if inside else None)
     assert sum(point["probabilities"].values()) == pytest.approx(1.0, abs=0.05)
     assert point["confidence"] == max(point["probabilities"].values())
 
