@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field, field_validator
 
-from cropflow.errors import AOIError, ConfigError
+from cropflow.errors import ConfigError
 from cropflow.settings import Settings
 from cropflow.storage import atomic_write
 
@@ -218,7 +218,6 @@ def write_aoi(req: MapRequest, settings: Settings) -> Path:
 
 
 __all__ = [
-    "AOIError",
     "JobBackend",
     "JobRecord",
     "JobState",
