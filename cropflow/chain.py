@@ -8,7 +8,7 @@ states (grid, period, model alias, labels).
 from __future__ import annotations
 
 from datetime import date
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +22,9 @@ from cropflow.regions import RegionConfig
 from cropflow.settings import Settings, get_settings
 from cropflow.stac.params import SearchParams
 from cropflow.train.params import TrainOptions
+
+if TYPE_CHECKING:
+    from cropflow.train.params import ForecastParams
 
 
 class RegionRunParams(BaseModel):
@@ -58,8 +61,10 @@ def cube_params_for(
     base: CubeParams,
     today: date | None = None,
     settings: Settings | None = None,
+    as_of: date | None = None,
 ) -> CubeParams:
-    """``base`` with the region's AOI, grid, bands, compositing period and season applied.
+    """``base`` with the region's AOI, grid, bands, compositing period and season applied
+    (cut ``as_of`` a day of the season for an in-season map).
 
     The region's AOI bounds the cube (its bounds in the grid CRS, snapped to the grid), so a
     cube covers the region, not the union of the items' footprints (a whole tile or more).
@@ -83,7 +88,107 @@ def cube_params_for(
     start, end = region.season.interval(today)
     data["start"] = data["start"] or start
     data["end"] = data["end"] or end
+    if as_of is not None:
+        data["as_of"] = as_of
     return CubeParams.model_validate(data)
+
+
+AsOf = date | Literal["today"] | None
+
+
+class InSeasonCut(BaseModel):
+    """The day an in-season remap maps the season as of, resolved for a run."""
+
+    as_of: date | None = Field(description="The cut day; None: the whole season.")
+    earliest: date | None = Field(
+        None, description="The first day the region's model can map (in_season.min_steps)."
+    )
+    too_early: bool = Field(False, description="'today' is before `earliest`: nothing to map yet.")
+
+    def too_early_message(self, region: str) -> str:
+        return (
+            f"{self.as_of}: too early in the season to map region {region!r}; its first "
+            f"in-season map can be made on {self.earliest}"
+        )
+
+    def folder(self, region: str) -> str:
+        """The product folder of the map: ``<region>`` or ``<region>-as-of-<day>``."""
+        return region if self.as_of is None else f"{region}-as-of-{self.as_of.isoformat()}"
+
+
+def earliest_as_of(region: RegionConfig, base: CubeParams, today: date | None = None) -> date:
+    """The first day on which ``in_season.min_steps`` composite periods are complete."""
+    from datetime import timedelta
+
+    from cropflow.cube.periods import composite_axis
+
+    start, end = region.season.interval(today)
+    period = region.cube_period or base.period
+    need = region.in_season.min_steps if region.in_season else 1
+    if period is None:  # acquisition dates: no periods to complete
+        return start
+    axis = composite_axis(start, end, period)
+    step = min(need, len(axis)) - 1
+    last: date = (axis.ends[step] - timedelta(days=1)).date()
+    return last
+
+
+def resolve_as_of(
+    region: RegionConfig, base: CubeParams, as_of: AsOf, today: date | None = None
+) -> InSeasonCut:
+    """The cut of an in-season remap: ``as_of`` (``"today"``: the run's day); a day on or
+    after the season's end maps the whole season. A date before the earliest possible map is
+    refused (naming that day); ``"today"`` before it is reported as too early."""
+    if as_of is None:
+        return InSeasonCut(as_of=None)
+    day = today or date.today()
+    cut = day if as_of == "today" else as_of
+    start, end = region.season.interval(day)
+    if cut >= end:
+        return InSeasonCut(as_of=None)
+    earliest = earliest_as_of(region, base, day)
+    if cut < earliest:
+        if as_of == "today":
+            return InSeasonCut(as_of=cut, earliest=earliest, too_early=True)
+        need = region.in_season.min_steps if region.in_season else 1
+        raise ConfigError(
+            f"as_of {cut} is too early for region {region.name!r}: its season starts {start} "
+            f"and a map needs {need} complete composite period(s), the first day being "
+            f"{earliest}",
+            hint=f"choose as_of on or after {earliest} (or lower in_season.min_steps and retrain)",
+        )
+    return InSeasonCut(as_of=cut, earliest=earliest)
+
+
+def in_season_train_options(region: RegionConfig, options: TrainOptions) -> TrainOptions:
+    """``options`` for the region's in-season strategy: truncation trains on cut seasons
+    (unless the options cut already), forecast and whole-season regions change nothing."""
+    spec = region.in_season
+    if spec is None or spec.strategy != "truncation" or options.augment.truncation > 0:
+        return options
+    augment = options.augment.model_copy(
+        update={"truncation": spec.truncation, "truncation_min_steps": spec.min_steps}
+    )
+    return options.model_copy(update={"augment": augment})
+
+
+def needs_forecaster(region: RegionConfig) -> bool:
+    """Whether a retrain of the region trains a season forecaster beside its model."""
+    return region.in_season is not None and region.in_season.strategy == "forecast"
+
+
+def forecast_params_for(region: RegionConfig, params: ForecastParams) -> ForecastParams:
+    """``params`` with the region's earliest map (in_season.min_steps)."""
+    if region.in_season is None:
+        return params
+    return params.model_copy(update={"min_steps": region.in_season.min_steps})
+
+
+def in_season_predict_options(region: RegionConfig, options: PredictOptions) -> PredictOptions:
+    """``options`` with the region's in-season strategy."""
+    if region.in_season is None:
+        return options
+    return options.model_copy(update={"in_season": region.in_season.strategy})
 
 
 def aoi_geometry(region: RegionConfig, settings: Settings | None = None) -> dict[str, Any]:

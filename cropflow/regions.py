@@ -309,6 +309,41 @@ class ScheduleSpec(BaseModel):
         return self
 
 
+class InSeasonSpec(BaseModel):
+    """In-season maps of the region: how a partial season is mapped, and when."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: Literal["truncation", "forecast"] = Field(
+        "truncation",
+        description="'truncation': the region's model is trained on seasons cut at random "
+        "steps (augment.truncation) and maps a partial season itself; 'forecast': the model "
+        "is trained on whole seasons and a season forecaster, trained beside it on the same "
+        "training set, completes the partial season before it classifies (nasaharvest/"
+        "crop-mask). Benchmarks: benchmarks/RESULTS.md, in-season maps.",
+    )
+    min_steps: int = Field(
+        2,
+        ge=1,
+        description="The earliest map: after this many composite periods of the season are "
+        "complete (a retrain trains the model or the forecaster for it; an earlier remap is "
+        "refused, naming the first day it can run).",
+    )
+    truncation: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="Strategy truncation: the fraction of training series cut (the rest "
+        "train on whole seasons, which the full-season map needs).",
+    )
+    schedule: ScheduleSpec | None = Field(
+        None,
+        description="When to remap in season, as of the run's day (e.g. weekly: cron "
+        "'0 4 * * 1'), as deployment remap-region/<region>-in-season; runs after the season "
+        "map the whole season. Unset: in-season remaps run on demand only.",
+    )
+
+
 class RegionConfig(BaseModel):
     """One mapped region: what to map, from which imagery, on which grid, and when."""
 
@@ -412,6 +447,12 @@ class RegionConfig(BaseModel):
         default_factory=AreaEstimateOptions,
         description="How the reference sample is read (label column, confidence level, "
         "points outside the map or unlabelled).",
+    )
+    in_season: InSeasonSpec | None = Field(
+        None,
+        description="In-season maps (remap with as_of): the strategy a retrain trains for, "
+        "the earliest map, and a weekly schedule. Unset: whole-season maps only (an "
+        "in-season remap then needs a model trained with augment.truncation).",
     )
 
     @field_validator("name")

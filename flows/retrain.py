@@ -10,10 +10,18 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from cropflow.chain import ChainSummary, RegionRunParams, training_set_options_for
+from cropflow.chain import (
+    ChainSummary,
+    RegionRunParams,
+    forecast_params_for,
+    in_season_train_options,
+    needs_forecaster,
+    training_set_options_for,
+)
 from cropflow.labels import TrainingSetOptions, TrainingSetParams
 from cropflow.orchestration.caching import refreshed
 from cropflow.train import TrainOptions, TrainOutcome, TrainParams
+from cropflow.train.params import ForecastParams
 from tasks.chain import (
     publish_region,
     region_cube_params,
@@ -30,7 +38,12 @@ from tasks.labels import (
     write_training_set_task,
 )
 from tasks.search import publish_search_summary, search_items
-from tasks.train import publish_training_report, register_model, train_model
+from tasks.train import (
+    publish_training_report,
+    register_model,
+    train_forecaster_task,
+    train_model,
+)
 
 
 class RetrainParams(RegionRunParams):
@@ -46,6 +59,12 @@ class RetrainParams(RegionRunParams):
         default_factory=TrainingSetOptions,
         title="Training set",
         description="Training-set options (how labels become samples and splits).",
+    )
+    forecast: ForecastParams = Field(
+        default_factory=ForecastParams,
+        title="Season forecaster",
+        description="Training of the season forecaster (regions with in_season.strategy: "
+        "forecast; its min_steps comes from the region).",
     )
 
 
@@ -76,7 +95,12 @@ def retrain(params: RetrainParams | None = None) -> RetrainResult:
     training_set = refreshed(write_training_set_task, fresh)(ts_params, prepared, rasters, splits)
     publish_training_set_summary(training_set)
     model_name = region.model_name()
-    trained = refreshed(train_model, fresh)(TrainParams.of(p.train, training_set.uri, model_name))
+    options = in_season_train_options(region, p.train)
+    trained = refreshed(train_model, fresh)(TrainParams.of(options, training_set.uri, model_name))
+    if needs_forecaster(region):
+        refreshed(train_forecaster_task, fresh)(
+            training_set.uri, trained.run_id, model_name, forecast_params_for(region, p.forecast)
+        )
     registration = refreshed(register_model, fresh)(trained.run_id, model_name, region.name)
     outcome = TrainOutcome(training=trained, registration=registration)
     publish_training_report(outcome)

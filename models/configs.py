@@ -302,3 +302,14 @@ def parse_model_config(data: Mapping[str, Any] | str | bytes) -> ModelConfig:
 def model_config_json_schema() -> dict[str, Any]:
     """JSON schema of :data:`ModelConfig` (for forms and docs)."""
     return _CONFIG_ADAPTER.json_schema()
+
+
+class ForecasterConfig(BaseModel):
+    """Hyper-parameters of the season forecaster."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["season_forecaster"] = "season_forecaster"
+    hidden_size: int = Field(64, ge=4, description="LSTM hidden size.")
+    num_layers: int = Field(1, ge=1, le=4, description="Stacked LSTM layers.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout between LSTM layers.")

@@ -37,6 +37,13 @@ class InputContract(BaseModel):
         None, ge=1, description="Number of time steps (required for composites)."
     )
     period: str | None = Field(None, description="Composite period, e.g. '1MS' (composites).")
+    min_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Composites: the leading steps that must be observed for a map (the last "
+        "date the model needs is the end of step min_steps). None: every step (a model trained "
+        "on whole seasons); fewer for a model trained on truncated seasons.",
+    )
     normalisation: dict[str, BandStats] = Field(description="Per-band statistics, by band name.")
     class_map: ClassMap
     patch_size: int | None = Field(None, ge=1, description="Patch side in pixels (patch models).")
@@ -66,6 +73,25 @@ class InputContract(BaseModel):
                 f"model expects composite period {self.period!r}, the data has {period!r}",
                 hint="build the cube with the model's period",
             )
+
+    def needed_steps(self) -> int | None:
+        """Leading composite steps the model needs observed (None: not a composite model)."""
+        if self.time_kind != "composite" or self.n_time is None:
+            return None
+        return min(self.min_steps or self.n_time, self.n_time)
+
+    def check_observed(self, observed: int, as_of: str | None = None) -> None:
+        """Refuse an in-season cube with fewer observed leading steps than the model needs."""
+        needed = self.needed_steps()
+        if needed is None or observed >= needed:
+            return
+        when = f" as of {as_of}" if as_of else ""
+        raise ContractError(
+            f"the model needs the first {needed} of its {self.n_time} time steps observed, the "
+            f"cube{when} has {observed}",
+            hint="map later in the season, or use a model trained with augment.truncation "
+            "(min_steps <= the observed steps), or the region's forecast strategy",
+        )
 
     def check_classes(self, class_map: ClassMap) -> None:
         """Refuse a training set whose classes differ from the model's (naming both lists)."""

@@ -25,8 +25,9 @@ import torch
 
 from cropflow.errors import ContractError, DataError
 from models.base import CropflowModel, build_model
-from models.configs import parse_model_config
+from models.configs import ForecasterConfig, parse_model_config
 from models.contract import InputContract
+from models.forecaster import SeasonForecaster
 
 CONFIG_FILE = "config.json"
 CONTRACT_FILE = "contract.json"
@@ -34,8 +35,9 @@ WEIGHTS_FILE = "weights.pt"
 MODEL_FILES: tuple[str, ...] = (CONFIG_FILE, CONTRACT_FILE, WEIGHTS_FILE)
 
 
-def save_model(model: CropflowModel, directory: str | Path) -> Path:
-    """Write ``model`` to ``directory`` (created or replaced atomically); return its path."""
+def save_model(model: CropflowModel | SeasonForecaster, directory: str | Path) -> Path:
+    """Write ``model`` (a classifier or a season forecaster) to ``directory`` (created or
+    replaced atomically); return its path."""
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -70,6 +72,52 @@ def _with_old_defaults(config: dict[str, Any]) -> dict[str, Any]:
     return {**OLD_DEFAULTS.get(str(config.get("name")), {}), **config}
 
 
+def _read_weights(weights: Path, map_location: str | torch.device) -> dict[str, Any]:
+    try:
+        state: dict[str, Any] = torch.load(weights, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise DataError(
+            f"cannot read weights {weights}: {exc}",
+            hint="the file must hold a plain state_dict of tensors (written by save_model)",
+        ) from exc
+    return state
+
+
+def _check_files(source: Path) -> None:
+    missing = [name for name in MODEL_FILES if not (source / name).is_file()]
+    if missing:
+        raise DataError(
+            f"model directory {source} lacks {missing}",
+            hint=f"point to a directory written by models.save_model (files {list(MODEL_FILES)})",
+        )
+
+
+def load_forecaster(
+    directory: str | Path, map_location: str | torch.device = "cpu"
+) -> SeasonForecaster:
+    """The season forecaster saved in ``directory`` by :func:`save_model`, in eval mode."""
+    source = Path(directory)
+    _check_files(source)
+    raw = json.loads((source / CONFIG_FILE).read_text())
+    if raw.get("name") != "season_forecaster":
+        raise ContractError(
+            f"{source} holds a {raw.get('name')!r} model, not a season forecaster",
+            hint="point to the forecaster's model directory",
+        )
+    config = ForecasterConfig.model_validate(raw)
+    contract = InputContract.model_validate_json((source / CONTRACT_FILE).read_text())
+    model = SeasonForecaster(config, contract)
+    weights = source / WEIGHTS_FILE
+    try:
+        model.load_state_dict(_read_weights(weights, map_location))
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ContractError(
+            f"weights {weights} do not fit the forecaster of {CONFIG_FILE}: {exc}",
+            hint="save config, contract and weights together with models.save_model",
+        ) from exc
+    return model.to(map_location).eval()
+
+
 def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> CropflowModel:
     """The model saved in ``directory`` by :func:`save_model`, in eval mode.
 
@@ -77,23 +125,12 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
         DataError: a file is missing, unreadable, or the weights do not fit the config.
     """
     source = Path(directory)
-    missing = [name for name in MODEL_FILES if not (source / name).is_file()]
-    if missing:
-        raise DataError(
-            f"model directory {source} lacks {missing}",
-            hint=f"point to a directory written by models.save_model (files {list(MODEL_FILES)})",
-        )
+    _check_files(source)
     config = parse_model_config(_with_old_defaults(json.loads((source / CONFIG_FILE).read_text())))
     contract = InputContract.model_validate_json((source / CONTRACT_FILE).read_text())
     model = build_model(config, contract)
     weights = source / WEIGHTS_FILE
-    try:
-        state = torch.load(weights, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        raise DataError(
-            f"cannot read weights {weights}: {exc}",
-            hint="the file must hold a plain state_dict of tensors (written by save_model)",
-        ) from exc
+    state = _read_weights(weights, map_location)
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:

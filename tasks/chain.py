@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from cropflow.chain import cube_params_for, labels_for, region_markdown, search_params_for
+from cropflow.chain import (
+    AsOf,
+    InSeasonCut,
+    cube_params_for,
+    labels_for,
+    region_markdown,
+    resolve_as_of,
+    search_params_for,
+)
 from cropflow.cube import CubeParams
 from cropflow.labels import LabelSource
 from cropflow.regions import RegionConfig, as_region
@@ -37,9 +46,17 @@ def region_search_params(region: RegionConfig) -> SearchParams:
 
 
 @task(name="region-cube-params")
-def region_cube_params(region: RegionConfig, base: CubeParams) -> CubeParams:
-    """The cube parameters with the region's grid, period and season."""
-    return cube_params_for(region, base)
+def region_cube_params(
+    region: RegionConfig, base: CubeParams, as_of: date | None = None
+) -> CubeParams:
+    """The cube parameters with the region's grid, period and season (cut ``as_of``)."""
+    return cube_params_for(region, base, as_of=as_of)
+
+
+@task(name="in-season-cut")
+def in_season_cut(region: RegionConfig, base: CubeParams, as_of: AsOf) -> InSeasonCut:
+    """The day an in-season remap maps the season as of (None: the whole season)."""
+    return resolve_as_of(region, base, as_of)
 
 
 @task(name="region-labels")

@@ -8,7 +8,8 @@ from prefect.artifacts import create_markdown_artifact
 from cropflow.orchestration.caching import stage_task_options
 from cropflow.train import Registration, TrainOutcome, TrainParams, TrainResult, register_run, train
 from cropflow.train.crossval import CrossValResult, cross_validate
-from cropflow.train.params import AUTO_EPOCHS, CrossValParams
+from cropflow.train.forecast import ForecasterResult, fit_forecaster
+from cropflow.train.params import AUTO_EPOCHS, CrossValParams, ForecastParams
 from tasks.progress import progress_artifact
 
 
@@ -34,6 +35,21 @@ def register_model(
     """Register a run's model into ``registered_model`` (None: the settings'): champion if
     it beats that registered model's champion, else challenger."""
     return register_run(run_id, registered_model=registered_model, region=region)
+
+
+@task(name="train-forecaster", **stage_task_options())
+def train_forecaster_task(
+    training_set: str, classifier_run_id: str, classifier_name: str, params: ForecastParams
+) -> ForecasterResult:
+    """Train the season forecaster of a classifier run (in-season strategy "forecast"), log
+    it into the run and register it; its reconstruction error per band is an artifact."""
+    result = fit_forecaster(training_set, classifier_run_id, classifier_name, params)
+    create_markdown_artifact(
+        markdown=result.report.to_markdown(),
+        key="season-forecaster",
+        description=f"Season forecaster of run {classifier_run_id}",
+    )
+    return result
 
 
 @task(name="training-report")

@@ -158,7 +158,14 @@ def test_a_project_region_is_given_by_name_and_its_form_puts_options_first() -> 
         props = schema[name]["properties"]
         return sorted(props, key=lambda k: props[k]["position"])
 
-    assert order("RetrainParams") == ["train", "training_set", "region", "cube", "refresh"]
+    assert order("RetrainParams") == [
+        "train",
+        "training_set",
+        "forecast",
+        "region",
+        "cube",
+        "refresh",
+    ]
     assert order("TrainOptions")[:5] == ["epochs", "model", "lr", "batch_size", "seed"]
     assert schema["TrainOptions"]["properties"]["model"]["default"] == {"name": "ltae"}
 

@@ -254,10 +254,11 @@ def compute_block(plan: CubePlan, block: Block, scope: str = "") -> BlockResult:
             outs[b][step] = np.nan
 
     has = count > 0
-    if p.fill == "linear":
-        interpolated = fill_linear(list(outs.values()), has, _step_days(plan))
-    else:
-        interpolated = np.zeros_like(has)
+    interpolated = np.zeros_like(has)
+    if p.fill == "linear":  # within the observed steps: a step after as_of is never filled
+        k = plan.observed_steps
+        values = [o[:k] for o in outs.values()]
+        interpolated[:k] = fill_linear(values, has[:k], _step_days(plan)[:k])
     arrays: dict[str, np.ndarray] = dict(outs)
     for name in plan.indices:
         arrays[name] = compute_index(name, outs)

@@ -116,6 +116,14 @@ class CubeParams(BaseModel):
     end: date | None = Field(
         None, description="Last day of the time axis (inclusive). Unset: the last acquisition."
     )
+    as_of: date | None = Field(
+        None,
+        description="Build the cube as it could be built on this day, in season: acquisitions "
+        "after it are ignored and so are composite periods not complete by it (a part-period "
+        "composite is not what a model was trained on). The time axis still runs from start "
+        "to end, so the cube has the season's steps a model's contract names; steps after "
+        "as_of stay empty (NaN, never gap-filled). Needs end. Unset: the whole season.",
+    )
     indices: list[str] | None = Field(
         None,
         description="Spectral indices by name, computed from the composites: "
@@ -207,6 +215,14 @@ class CubeParams(BaseModel):
             check_indices(self.indices or [], self.bands)
         if self.start and self.end and self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}")
+        if self.as_of is not None:
+            if self.end is None:
+                raise ValueError(
+                    f"as_of {self.as_of} needs end (the season's last day), so that the cube "
+                    "keeps the whole season's time axis; set end"
+                )
+            if self.start is not None and self.as_of < self.start:
+                raise ValueError(f"as_of {self.as_of} is before start {self.start}")
         if self.dilation and self.mask == []:
             raise ValueError("dilation is set but mask is empty; set mask groups or dilation=0")
         return self

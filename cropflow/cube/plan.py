@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 import numpy as np
@@ -185,6 +185,11 @@ class CubePlan(BaseModel):
     def item(self, item_id: str) -> SourceItem | None:
         """The planned item ``item_id`` (None if the plan has none of that id)."""
         return next((i for i in self.items if i.id == item_id), None)
+
+    @property
+    def observed_steps(self) -> int:
+        """Steps that may hold data: all of them, or those complete by ``params.as_of``."""
+        return complete_steps(self.axis, self.params.as_of)
 
     @property
     def read_bands(self) -> list[str]:
@@ -612,11 +617,24 @@ def choose_kernels(
     return out
 
 
+def complete_steps(axis: TimeAxis, as_of: date | None) -> int:
+    """How many leading steps of ``axis`` are complete on day ``as_of`` (every step: None).
+
+    A step is complete when its period ends (exclusive) on or before the day after
+    ``as_of``; for acquisition dates, when it is on or before ``as_of``."""
+    if as_of is None:
+        return len(axis)
+    limit = datetime(as_of.year, as_of.month, as_of.day) + timedelta(days=1)
+    return sum(1 for end in axis.ends if end <= limit)
+
+
 def _time_axis(params: CubeParams, days: Sequence[tuple[date, datetime]]) -> TimeAxis:
     first = params.start or min(d for d, _ in days)
     last = params.end or max(d for d, _ in days)
     if params.period is not None:
         return composite_axis(first, last, params.period)
+    if params.as_of is not None:  # acquisition dates: the axis ends at as_of
+        last = min(last, params.as_of)
     return acquisition_axis([(d, t) for d, t in days if first <= d <= last])
 
 
@@ -667,9 +685,17 @@ def plan_cube(
             hint="widen start/end or the search's datetime",
         )
     axis = _time_axis(params, [(c[3], c[4]) for c in candidates])
+    n_observed = complete_steps(axis, params.as_of)
     stepped = [(c, step_of_day(axis, c[3])) for c in candidates]
-    in_time = [(c, s) for c, s in stepped if s is not None]
+    in_time = [(c, s) for c, s in stepped if s is not None and s < n_observed]
     if not in_time:
+        if params.as_of is not None:
+            first_end = axis.ends[0].date() - timedelta(days=1) if len(axis) else None
+            raise EmptySearchError(
+                f"no item falls in a period complete by as_of {params.as_of} (periods of "
+                f"{params.period!r} from {params.start}; the first ends on {first_end})",
+                hint="choose a later as_of, or a shorter cube period",
+            )
         raise EmptySearchError(
             f"no item falls between {params.start} and {params.end}",
             hint="widen start/end or the search's datetime",

@@ -176,6 +176,8 @@ def provenance(plan: CubePlan) -> dict[str, Any]:
             "period": plan.axis.period,
             "starts": [t.isoformat() for t in plan.axis.starts],
             "ends": [t.isoformat() for t in plan.axis.ends],
+            "as_of": None if plan.params.as_of is None else plan.params.as_of.isoformat(),
+            "observed_steps": plan.observed_steps,
         },
         ATTR + "items": [i.id for i in plan.items],
         ATTR + "n_items_in": plan.n_items_in,

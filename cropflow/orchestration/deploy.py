@@ -41,6 +41,8 @@ RETRAIN_ENTRYPOINT = "flows/retrain.py:retrain"
 #: Tags of what :func:`deploy_all` manages (region deployments are pruned by them).
 MANAGED_TAG = "cropflow"
 REGION_TAG = "cropflow-region"
+#: Name suffix of a region's in-season remap deployment (as of the run's day).
+IN_SEASON_SUFFIX = "-in-season"
 #: A running flow run whose heartbeats (every PREFECT_FLOWS_HEARTBEAT_FREQUENCY s, 180 by
 #: default) stop for this long is marked Crashed by the automation :func:`deploy_all` creates.
 ZOMBIE_AFTER_S = 600.0
@@ -62,6 +64,9 @@ class DeploymentSpec(BaseModel):
     schedule: ScheduleSpec | None = None
     description: str = ""
     tags: list[str] = Field(default_factory=list)
+    extra_parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Run parameters beside the region (e.g. as_of)."
+    )
 
     @property
     def full_name(self) -> str:
@@ -76,8 +81,9 @@ def plan_deployments(
 ) -> list[DeploymentSpec]:
     """The deployments of a project: on demand for every flow, plus per region.
 
-    Per region: ``<remap flow>/<region>`` (scheduled by the region's cron) and, when the
-    region has labels, ``<retrain flow>/<region>`` (on demand).
+    Per region: ``<remap flow>/<region>`` (scheduled by the region's cron), with an in-season
+    schedule ``<remap flow>/<region>-in-season`` (as of the run's day) and, when the region
+    has labels, ``<retrain flow>/<region>`` (on demand).
     """
     by_entry = {f.entrypoint: f for f in flows.values()}
     remap, retrain = by_entry.get(remap_entrypoint), by_entry.get(retrain_entrypoint)
@@ -107,6 +113,21 @@ def plan_deployments(
                     schedule=region.schedule,
                     description=region.description or f"Remap region {region.name}.",
                     tags=[MANAGED_TAG, REGION_TAG, f"region:{region.name}"],
+                )
+            )
+        in_season = region.in_season.schedule if region.in_season else None
+        if remap is not None and in_season is not None:
+            specs.append(
+                DeploymentSpec(
+                    flow_name=remap.name,
+                    entrypoint=remap.entrypoint,
+                    name=f"{region.name}{IN_SEASON_SUFFIX}",
+                    region=region,
+                    schedule=in_season,
+                    extra_parameters={"as_of": "today"},
+                    description=f"Map region {region.name} in season, as of the run's day "
+                    f"(strategy {region.in_season.strategy if region.in_season else ''}).",
+                    tags=[MANAGED_TAG, REGION_TAG, f"region:{region.name}", "in-season"],
                 )
             )
         if retrain is not None and region.labels is not None:
@@ -211,7 +232,7 @@ def _apply(
         )
     flow = loaded[spec.entrypoint]
     schedule = spec.schedule
-    parameters = region_parameters(flow, spec.region) if spec.region else {}
+    parameters = region_parameters(flow, spec.region, spec.extra_parameters) if spec.region else {}
     deployment = cast(
         "RunnerDeployment",
         flow.to_deployment(

@@ -194,7 +194,9 @@ def _is_project_region(region: RegionConfig) -> bool:
         return False
 
 
-def region_parameters(flow: Flow[..., Any], region: RegionConfig) -> dict[str, Any]:
+def region_parameters(
+    flow: Flow[..., Any], region: RegionConfig, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The parameters that run ``flow`` (remap or retrain) on ``region``.
 
     A region of the project's regions folder is given by name: the run form shows the name
@@ -206,10 +208,14 @@ def region_parameters(flow: Flow[..., Any], region: RegionConfig) -> dict[str, A
     ref: str | dict[str, Any] = region.name if _is_project_region(region) else embedded
     single = _single_model_parameter(flow)
     candidates: list[dict[str, Any]]
+    more = dict(extra or {})
     if single and "region" in single[1].model_fields:
-        candidates = [{single[0]: {"region": ref}}, {single[0]: {"region": region.name}}]
+        candidates = [
+            {single[0]: {"region": ref, **more}},
+            {single[0]: {"region": region.name, **more}},
+        ]
     elif "region" in inspect.signature(flow.fn).parameters:
-        candidates = [{"region": ref}, {"region": region.name}]
+        candidates = [{"region": ref, **more}, {"region": region.name, **more}]
     else:
         raise ConfigError(
             f"flow {flow.name!r} has no `region` parameter (nor a parameter model with one)",

@@ -39,6 +39,10 @@ class CubeInfo:
     identity: str
     degraded: list[str] = field(default_factory=list)
     """Items the cube was built without (unreadable when it was built)."""
+    as_of: str | None = None
+    """In-season cube: the day it was cut at (ISO date); None for a whole season."""
+    observed_steps: int | None = None
+    """In-season cube: leading steps that may hold data (None: every step)."""
 
     @property
     def n_time(self) -> int:
@@ -101,6 +105,8 @@ def inspect_cube(uri: str, check_complete: bool = True) -> CubeInfo:
     attrs = ds.attrs
     time_attr = attrs.get("cropflow:time")
     period = time_attr.get("period") if isinstance(time_attr, dict) else None
+    as_of = time_attr.get("as_of") if isinstance(time_attr, dict) else None
+    observed = time_attr.get("observed_steps") if isinstance(time_attr, dict) else None
     period = period or attrs.get("period") or attrs.get("cropflow:period")
     identity = f"{attrs.get('cropflow:key') or uri}:{attrs.get('cropflow:version') or ''}"
     bad = attrs.get("cropflow:bad_items")
@@ -118,6 +124,8 @@ def inspect_cube(uri: str, check_complete: bool = True) -> CubeInfo:
         period=None if period is None else str(period),
         identity=identity,
         degraded=degraded,
+        as_of=None if as_of is None else str(as_of),
+        observed_steps=int(observed) if as_of is not None and observed is not None else None,
     )
 
 

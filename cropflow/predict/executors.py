@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import queue
 import threading
 import uuid
@@ -190,9 +191,19 @@ class ModelPayload:
     config_json: str | None
     state: dict[str, torch.Tensor] | None
     module: nn.Module | None = None  # a model that is not a CropflowModel, pickled as is
+    forecaster: tuple[str, str, dict[str, torch.Tensor]] | None = None
+    """In-season "forecast" maps: the forecaster's config, contract and weights."""
 
     @classmethod
     def of(cls, model: nn.Module, contract: InputContract) -> ModelPayload:
+        from models.forecaster import CompletedSeasonModel
+
+        if isinstance(model, CompletedSeasonModel):
+            inner = cls.of(model.classifier, model.classifier_contract)
+            f = model.forecaster
+            state = {k: v.detach().cpu() for k, v in f.state_dict().items()}
+            forecaster = (f.config.model_dump_json(), f.contract.model_dump_json(), state)
+            return dataclasses.replace(inner, forecaster=forecaster)
         config = getattr(model, "config", None)
         token = uuid.uuid4().hex
         if isinstance(config, BaseModel):
@@ -213,6 +224,18 @@ class ModelPayload:
 
                     model = build_model(parse_model_config(str(self.config_json)), contract)
                     model.load_state_dict(self.state or {})
+                if self.forecaster is not None:
+                    from models.configs import ForecasterConfig
+                    from models.forecaster import CompletedSeasonModel, SeasonForecaster
+
+                    config_json, contract_json, f_state = self.forecaster
+                    f = SeasonForecaster(
+                        ForecasterConfig.model_validate_json(config_json),
+                        InputContract.model_validate_json(contract_json),
+                    )
+                    f.load_state_dict(f_state)
+                    model = CompletedSeasonModel(model, f)
+                    contract = model.contract
                 while len(_BUILT) >= 2:  # keep the models of the last two predictions
                     _BUILT.pop(next(iter(_BUILT)))
                 _BUILT[self.token] = (model.eval(), contract)

@@ -72,6 +72,31 @@ def load_bundle(spec: str | None = None, registered_model: str | None = None) ->
     )
 
 
+def with_forecaster(bundle: ModelBundle) -> ModelBundle:
+    """``bundle`` completed by the season forecaster trained beside it (strategy "forecast"
+    of an in-season map): its model forecasts the unobserved end of each series, then
+    classifies the whole season."""
+    from cropflow.errors import ConfigError
+    from cropflow.train.forecast import load_run_forecaster
+    from models.forecaster import CompletedSeasonModel
+
+    if bundle.run_id is None:
+        raise ConfigError(
+            f"model {bundle.uri} has no MLflow run, so no season forecaster can be found for it",
+            hint="map in season with a registered model retrained with in_season.strategy: "
+            "forecast, or use the truncation strategy",
+        )
+    wrapped = CompletedSeasonModel(bundle.model, load_run_forecaster(bundle.run_id))
+    return ModelBundle(
+        model=wrapped.eval(),
+        contract=wrapped.contract,
+        uri=bundle.uri,
+        run_id=bundle.run_id,
+        version=bundle.version,
+        name=bundle.name,
+    )
+
+
 def days_since_epoch(times: npt.NDArray[np.datetime64]) -> npt.NDArray[np.int64]:
     """Cube dates as days since 1970-01-01 (what training sets store)."""
     from cropflow.train.data import days_since_epoch as _days

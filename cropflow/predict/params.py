@@ -79,6 +79,15 @@ class PredictOptions(BaseModel):
         "(same cube, model and tiling). False: predict every tile again.",
     )
     products: bool = Field(True, description="Build and publish the map products.")
+    in_season: Literal["truncation", "forecast"] = Field(
+        "truncation",
+        description="An in-season cube (built with as_of, the end of its season not yet "
+        "observed): 'truncation' maps with the model itself, which must have been trained on "
+        "truncated seasons (augment.truncation; refused when it needs more steps than the "
+        "cube has); 'forecast' completes each series with the season forecaster trained "
+        "beside the model (its MLflow run's forecaster), then classifies. A whole-season cube "
+        "ignores this.",
+    )
 
     @field_validator("batch_size", mode="before")
     @classmethod

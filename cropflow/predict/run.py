@@ -36,7 +36,7 @@ from cropflow.predict.executors import (
     run_local,
 )
 from cropflow.predict.fields import load_fields, pixel_window
-from cropflow.predict.model import ModelBundle, days_since_epoch, load_bundle
+from cropflow.predict.model import ModelBundle, days_since_epoch, load_bundle, with_forecaster
 from cropflow.predict.params import AUTO_BATCH, PredictParams
 from cropflow.predict.store import (
     discard,
@@ -49,6 +49,7 @@ from cropflow.predict.tiling import patch_stride, read_window, tile_grid
 from cropflow.settings import get_settings
 from cropflow.storage import atomic_file, storage_errors
 from models.contract import InputContract
+from models.forecaster import CompletedSeasonModel
 
 #: ``on_progress(done, total)``: called once at the start and after every finished job.
 OnProgress = Callable[[int, int], None]
@@ -107,6 +108,15 @@ class PredictionResult(BaseModel):
     batch_size: int
 
 
+def in_season_bundle(bundle: ModelBundle, cube: CubeInfo, strategy: str) -> ModelBundle:
+    """The model that maps ``cube``: ``bundle`` itself, or, for an in-season cube with the
+    "forecast" strategy, ``bundle`` completed by its season forecaster."""
+    partial = cube.observed_steps is not None and cube.observed_steps < cube.n_time
+    if not partial or strategy != "forecast" or isinstance(bundle.model, CompletedSeasonModel):
+        return bundle
+    return with_forecaster(bundle)
+
+
 def check_contract(contract: InputContract, cube: CubeInfo, fields: str | None) -> None:
     """Refuse a cube (or missing fields) that the model's contract does not accept.
 
@@ -115,6 +125,8 @@ def check_contract(contract: InputContract, cube: CubeInfo, fields: str | None) 
     """
     contract.check_bands(cube.bands)
     contract.check_time(cube.n_time, cube.period)
+    if cube.observed_steps is not None:
+        contract.check_observed(cube.observed_steps, cube.as_of)
     missing = [b for b in contract.bands if b not in contract.normalisation]
     if missing:
         raise ContractError(
@@ -300,6 +312,16 @@ def _store_meta(
             "bands": list(bundle.contract.bands),
         },
         "input_kind": kind,
+        "in_season": None
+        if cube.as_of is None
+        else {
+            "as_of": cube.as_of,
+            "observed_steps": cube.observed_steps,
+            "n_time": cube.n_time,
+            "strategy": "forecast"
+            if isinstance(bundle.model, CompletedSeasonModel)
+            else "truncation",
+        },
         "class_map": bundle.class_map.model_dump(mode="json"),
         "tile_size": params.tile_size,
         "bands": list(bundle.contract.bands),
@@ -357,6 +379,7 @@ def predict(
     started = time.perf_counter()
     bundle = model if model is not None else load_bundle(params.model, params.registered_model)
     cube = inspect_cube(params.cube)
+    bundle = in_season_bundle(bundle, cube, params.in_season)
     check_contract(bundle.contract, cube, params.fields)  # before any pixel is read
 
     kind = bundle.input_kind

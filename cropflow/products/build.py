@@ -131,6 +131,12 @@ def build_products(
         "CROPFLOW_INPUT_BANDS": ",".join(model.bands),
         "CROPFLOW_CUBE": str(meta.get("cube_identity") or meta.get("cube")),
     }
+    in_season = meta.get("in_season")
+    if isinstance(in_season, dict):
+        tags["CROPFLOW_AS_OF"] = (
+            f"{in_season.get('as_of')} ({in_season.get('observed_steps')} of "
+            f"{in_season.get('n_time')} steps observed, strategy {in_season.get('strategy')})"
+        )
     if degraded:
         tags["CROPFLOW_DEGRADED_CUBE"] = f"built without items: {', '.join(degraded)}"
 
@@ -195,6 +201,7 @@ def build_products(
                 "cropflow:prediction_fingerprint": meta["fingerprint"],
                 "cropflow:cube": meta.get("cube_identity"),
                 "cropflow:degraded_inputs": degraded,
+                "cropflow:in_season": meta.get("in_season"),
             },
             description=f"Map products of prediction {prediction.key} "
             f"({prediction.input_kind} model {model.uri})"

@@ -81,10 +81,29 @@ def _date_dropout(t: Tensors, gen: torch.Generator, p: float) -> Tensors:
     return Tensors(x=x, y=t.y, dates=t.dates, pad_mask=t.pad_mask | drop, field_mask=t.field_mask)
 
 
+def _truncate(t: Tensors, gen: torch.Generator, fraction: float, min_steps: int) -> Tensors:
+    """Cut a ``fraction`` of the series at a random step ``k`` (uniform in
+    ``[min_steps, T - 1]``): steps ``>= k`` become missing (pad_mask, zeroed), as the
+    not-yet-observed end of a season does in an in-season cube."""
+    b, n = t.pad_mask.shape
+    low = min(max(1, min_steps), n)
+    if low >= n:
+        return t
+    cut = torch.rand(b, generator=gen) < fraction
+    k = torch.randint(low, n, (b,), generator=gen)
+    steps = torch.arange(n).expand(b, n)
+    drop = cut[:, None] & (steps >= k[:, None])
+    shape = drop.shape + (1,) * (t.x.ndim - 2)
+    x = t.x.masked_fill(drop.view(shape), 0.0)
+    return Tensors(x=x, y=t.y, dates=t.dates, pad_mask=t.pad_mask | drop, field_mask=t.field_mask)
+
+
 def augment(t: Tensors, params: AugmentParams, gen: torch.Generator, spatial: bool) -> Tensors:
     """Apply the switched-on augmentations; ``spatial`` for patch and field batches."""
     if spatial and (params.flips or params.rotations):
         t = _spatial(t, gen, params)
+    if params.truncation > 0:
+        t = _truncate(t, gen, params.truncation, params.truncation_min_steps)
     if params.date_dropout > 0:
         t = _date_dropout(t, gen, params.date_dropout)
     if params.noise_std > 0:

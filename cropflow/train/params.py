@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cropflow.errors import ConfigError, TrainingError
 from cropflow.forms import form_order
-from models.configs import LTAEConfig, ModelConfig
+from models.configs import ForecasterConfig, LTAEConfig, ModelConfig
 
 #: Metrics early stopping and the champion comparison can watch (all from the validation split).
 MonitorMetric = Literal["macro_f1", "overall_accuracy", "weighted_f1", "mean_iou", "kappa", "loss"]
@@ -37,6 +37,21 @@ class AugmentParams(BaseModel):
     )
     noise_std: float = Field(
         0.0, ge=0.0, description="Std of Gaussian noise added to normalised inputs."
+    )
+    truncation: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="In-season training: the fraction of samples whose series is cut at a "
+        "random step (the steps after it marked missing in pad_mask and zeroed), so that one "
+        "model maps from a partial season. 0: whole seasons only (the model then needs every "
+        "step, and an in-season map needs the forecast strategy).",
+    )
+    truncation_min_steps: int = Field(
+        2,
+        ge=1,
+        description="The fewest leading steps a truncated series keeps: the earliest in-season "
+        "map the model is trained for (its contract's min_steps).",
     )
 
 
@@ -280,3 +295,20 @@ class CrossValParams(TrainParams):
 
     folds: int = Field(5, ge=3, le=20, description="Number of folds (3 or more).")
     fold_seed: int = Field(0, description="Seed of the fold assignment of the units.")
+
+
+class ForecastParams(BaseModel):
+    """How the season forecaster is trained."""
+
+    model: ForecasterConfig = Field(default_factory=ForecasterConfig)
+    epochs: int = Field(100, ge=1, description="Most passes over the train split's series.")
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(2e-3, gt=0, description="Adam learning rate.")
+    patience: int = Field(10, ge=1, description="Epochs without val improvement before stopping.")
+    min_steps: int = Field(
+        1, ge=1, description="The fewest observed leading steps a training series is cut to."
+    )
+    max_series: int = Field(
+        50_000, ge=100, description="At most this many pixel series per split (a random subset)."
+    )
+    seed: int = Field(0)

@@ -134,6 +134,15 @@ def prepare_data(params: TrainParams, data: TrainingData) -> TrainingData:
     return data
 
 
+def trained_contract(params: TrainParams, data: TrainingData) -> InputContract:
+    """The contract of a model trained with ``params`` on ``data``: with truncation, it
+    maps from ``truncation_min_steps`` observed steps (its ``min_steps``)."""
+    contract = data.contract()
+    if params.augment.truncation > 0 and contract.time_kind == "composite":
+        return contract.model_copy(update={"min_steps": params.augment.truncation_min_steps})
+    return contract
+
+
 def small_val_warning(data: TrainingData, min_units: int) -> str | None:
     """A warning when the validation split has fewer than ``min_units`` units: its best epoch
     and champion comparison then rest on a handful of fields or blocks."""
@@ -202,7 +211,7 @@ def train(
         data = load_training_data(params.training_set)
     data = prepare_data(params, data)
     params = params.for_training_size(len(data.split("train")))  # min_steps on small sets
-    contract = data.contract()
+    contract = trained_contract(params, data)
     torch.manual_seed(params.seed)
     model = build_model(params.model, contract)
 
