@@ -27,8 +27,9 @@ Data sets:
   of the series.
 
 Run: ``python -m benchmarks.bench_inseason [WORKDIR] [--sets demo temporalcnn]
-[--families ltae tempcnn] [--epochs N] [--out PATH]``; writes ``benchmarks/inseason.png``,
-prints a markdown section for ``benchmarks/RESULTS.md`` (and writes it to ``--out``).
+[--families ltae tempcnn] [--seeds 3] [--demo-epochs 10] [--epochs N] [--out PATH]``;
+writes ``benchmarks/inseason.png``, prints a markdown section for ``benchmarks/RESULTS.md``
+(and writes it to ``--out``).
 """
 
 from __future__ import annotations
@@ -123,8 +124,9 @@ def macro_f1(data: Any, pred: npt.NDArray[np.int64]) -> float:
 
 
 def run_set(
-    name: str, uri: str, families: list[str], epochs: int | None, seed: int
+    name: str, uri: str, families: list[str], epochs: int | None, seeds: list[int]
 ) -> dict[str, Any]:
+    """Every strategy at every cut, for each family, mean over ``seeds`` (min and max kept)."""
     from cropflow.train.data import load_training_data
     from cropflow.train.forecast import score_forecaster, train_forecaster
     from cropflow.train.params import ForecastParams
@@ -139,44 +141,57 @@ def run_set(
         "bands": list(data.bands),
         "sizes": {k: len(v) for k, v in data.splits.items()},
         "cuts": cuts,
+        "epochs": epochs,
+        "seeds": seeds,
         "families": {},
     }
-    forecaster = None
+    forecasters: dict[int, Any] = {}
     for family in families:
+        per_seed: list[list[dict[str, float]]] = []
         t0 = time.perf_counter()
-        whole = train_one(uri, family, epochs, seed, 0.0).eval()
-        trunc = train_one(uri, family, epochs, seed, 0.5).eval()
-        t_train = time.perf_counter() - t0
-        if forecaster is None:  # one forecaster per data set (it depends on the data only)
-            t1 = time.perf_counter()
-            forecaster, report = train_forecaster(
-                data, whole.contract, ForecastParams(seed=seed, min_steps=1)
-            )
-            test_report = score_forecaster(forecaster, data, "test")
-            out["forecaster"] = {
-                "seconds": time.perf_counter() - t1,
-                "best_epoch": report.best_epoch,
-                "epochs_run": report.epochs_run,
-                "test_by_band": [b.model_dump() for b in test_report.mean_by_band()],
-                "test_by_cut": [c.model_dump() for c in test_report.by_cut],
-            }
-        completed = CompletedSeasonModel(whole, forecaster).eval()
-        rows = []
-        for k in cuts:
-            rows.append(
-                {
-                    "k": k,
-                    STRATEGIES[0]: macro_f1(data, predict_cut(whole, data, k)),
-                    STRATEGIES[1]: macro_f1(data, predict_cut(trunc, data, k)),
-                    STRATEGIES[2]: macro_f1(data, predict_cut(completed, data, k)),
-                }
-            )
-            print(
-                f"  {name} {family} k={k}: "
-                + ", ".join(f"{s} {rows[-1][s]:.3f}" for s in STRATEGIES),
-                flush=True,
-            )
-        out["families"][family] = {"rows": rows, "train_seconds": t_train}
+        for seed in seeds:
+            whole = train_one(uri, family, epochs, seed, 0.0).eval()
+            trunc = train_one(uri, family, epochs, seed, 0.5).eval()
+            if seed not in forecasters:  # one per data set and seed (it depends on the data)
+                t1 = time.perf_counter()
+                forecaster, report = train_forecaster(
+                    data, whole.contract, ForecastParams(seed=seed, min_steps=1)
+                )
+                forecasters[seed] = forecaster
+                if "forecaster" not in out:
+                    test_report = score_forecaster(forecaster, data, "test")
+                    out["forecaster"] = {
+                        "seconds": time.perf_counter() - t1,
+                        "best_epoch": report.best_epoch,
+                        "epochs_run": report.epochs_run,
+                        "test_by_band": [b.model_dump() for b in test_report.mean_by_band()],
+                        "test_by_cut": [c.model_dump() for c in test_report.by_cut],
+                    }
+            completed = CompletedSeasonModel(whole, forecasters[seed]).eval()
+            rows = []
+            for k in cuts:
+                rows.append(
+                    {
+                        STRATEGIES[0]: macro_f1(data, predict_cut(whole, data, k)),
+                        STRATEGIES[1]: macro_f1(data, predict_cut(trunc, data, k)),
+                        STRATEGIES[2]: macro_f1(data, predict_cut(completed, data, k)),
+                    }
+                )
+                print(
+                    f"  {name} {family} seed {seed} k={k}: "
+                    + ", ".join(f"{s} {rows[-1][s]:.3f}" for s in STRATEGIES),
+                    flush=True,
+                )
+            per_seed.append(rows)
+        summary = []
+        for i, k in enumerate(cuts):
+            row: dict[str, Any] = {"k": k}
+            for s in STRATEGIES:
+                values = [runs[i][s] for runs in per_seed]
+                row[s] = float(np.mean(values))
+                row[s + ":min"], row[s + ":max"] = min(values), max(values)
+            summary.append(row)
+        out["families"][family] = {"rows": summary, "seconds": time.perf_counter() - t0}
     return out
 
 
@@ -225,25 +240,37 @@ def markdown(results: list[dict[str, Any]], info: str) -> str:
     ]
     for r in results:
         sizes = ", ".join(f"{k} {v}" for k, v in r["sizes"].items())
-        out += [f"### {r['set']} ({r['n_time']} steps, {len(r['bands'])} bands; {sizes})", ""]
+        epochs = r["epochs"] or "the family's default"
+        out += [
+            f"### {r['set']} ({r['n_time']} steps, {len(r['bands'])} bands; {sizes})",
+            "",
+            f"Epochs: {epochs}; mean over seeds {r['seeds']}"
+            + (" (min-max)." if len(r["seeds"]) > 1 else "."),
+            "",
+        ]
+        many = len(r["seeds"]) > 1
         for family, fam in r["families"].items():
             out += [
-                f"**{family}** (training of both classifiers {fam['train_seconds']:.0f} s)",
+                f"**{family}** ({fam['seconds']:.0f} s for every seed's two classifiers)",
                 "",
                 "| observed | " + " | ".join(STRATEGIES) + " |",
                 "|---|" + "---:|" * len(STRATEGIES),
             ]
             for row in fam["rows"]:
                 best = max(row[s] for s in STRATEGIES)
-                cells = [
-                    f"**{row[s]:.3f}**" if row[s] == best else f"{row[s]:.3f}" for s in STRATEGIES
-                ]
+                cells = []
+                for s in STRATEGIES:
+                    cell = f"**{row[s]:.3f}**" if row[s] == best else f"{row[s]:.3f}"
+                    if many:
+                        cell += f" ({row[s + ':min']:.2f}-{row[s + ':max']:.2f})"
+                    cells.append(cell)
                 out.append(f"| {cut_label(r, row['k'])} | " + " | ".join(cells) + " |")
             out.append("")
         fc = r.get("forecaster")
         if fc:
             out += [
-                f"Season forecaster ({fc['seconds']:.0f} s, best epoch {fc['best_epoch']} of "
+                f"Season forecaster (seed {r['seeds'][0]}, {fc['seconds']:.0f} s, best epoch "
+                f"{fc['best_epoch']} of "
                 f"{fc['epochs_run']}): test RMSE of the forecast steps per band, pooled over "
                 "every cut, in the band's units (persistence: the last observed composite "
                 "carried forward):",
@@ -265,8 +292,13 @@ def main() -> None:
     ap.add_argument("workdir", nargs="?", type=Path, default=None, help="default: a temp dir")
     ap.add_argument("--sets", nargs="+", default=["demo", "temporalcnn"])
     ap.add_argument("--families", nargs="+", default=["ltae", "tempcnn"])
-    ap.add_argument("--epochs", type=int, default=None, help="default: the family's default")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--demo-epochs", type=int, default=10, help="demo classifiers (0: family default)"
+    )
+    ap.add_argument(
+        "--epochs", type=int, default=0, help="other sets' classifiers (0: family default)"
+    )
+    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--png", type=Path, default=HERE / "inseason.png")
@@ -282,13 +314,14 @@ def main() -> None:
     results = []
     for name in args.sets:
         uri = demo_set(work) if name == "demo" else temporalcnn_set(work)
-        results.append(run_set(name, uri, args.families, args.epochs, args.seed))
+        epochs = (args.demo_epochs if name == "demo" else args.epochs) or None
+        results.append(run_set(name, uri, args.families, epochs, list(range(args.seeds))))
         (work / "inseason.json").write_text(json.dumps(results, indent=1))
     plot(results, args.png)
     info = (
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (load {load:.1f} at start), "
-        f"torch {torch.__version__}, {args.threads} threads; seed {args.seed}; epochs "
-        f"{args.epochs or 'family default'}; {time.perf_counter() - started:.0f} s in all."
+        f"torch {torch.__version__}, {args.threads} threads; "
+        f"{time.perf_counter() - started:.0f} s in all."
     )
     text = markdown(results, info)
     print(text)

@@ -56,6 +56,7 @@ class Runner:
         self.batch_size = batch_size
         self.normalise = Normalise(contract)
         self.n_classes = len(contract.class_map.classes)
+        self._shared_dates: dict[tuple[tuple[int, ...], int], Tensor] = {}
 
     def probs(
         self,
@@ -90,11 +91,16 @@ class Runner:
         return np.concatenate(out)
 
     def _dates(self, days: npt.NDArray[np.int64], pad: Tensor, rows: int) -> Tensor:
-        """``Batch.dates`` of ``rows`` samples; encoded once when every sample has the same
-        dates (a broadcast row, as for the pixels of a cube)."""
+        """``Batch.dates`` of ``rows`` samples; encoded once per run when every sample has
+        the same dates (a broadcast row, as for the pixels of a cube)."""
         if days.ndim == 2 and days.shape[0] > 0 and days.strides[0] == 0:
-            one = encode_dates(self.model, torch.from_numpy(days[:1].copy()), pad[:1])
-            return one.expand(rows, -1).contiguous()
+            key = (tuple(int(d) for d in days[0]), rows)
+            cached = self._shared_dates.get(key)
+            if cached is None:
+                one = encode_dates(self.model, torch.from_numpy(days[:1].copy()), pad[:1])
+                cached = one.expand(rows, -1).contiguous()
+                self._shared_dates = {key: cached}  # one series of dates per run
+            return cached
         return encode_dates(self.model, torch.from_numpy(_pad_rows(days, rows)), pad)
 
 
@@ -106,9 +112,11 @@ def _pad_rows(a: npt.NDArray[Any], rows: int) -> npt.NDArray[Any]:
     return np.concatenate([a, pad])
 
 
-def quantise(
-    probs: FloatArray, valid: BoolArray, ids: list[int]
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+#: A tile's class ids, probabilities and confidence, uint8 (what :func:`quantise` returns).
+TileResult = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
+
+
+def quantise(probs: FloatArray, valid: BoolArray, ids: list[int]) -> TileResult:
     """Class ids, probabilities and confidence as uint8 (``round(p * 255)``), ``[K, h, w]``."""
     p = np.clip(probs, 0.0, 1.0)
     p8 = np.rint(p * 255.0).astype(np.uint8)
@@ -249,6 +257,10 @@ class TileJob:
         return prepare_pixels(raw, runner.normalise) if self.kind == "pixel" else raw
 
     def process(self, data: FloatArray | PixelInput, runner: Runner) -> None:
+        self.commit(self.compute(data, runner))
+
+    def compute(self, data: FloatArray | PixelInput, runner: Runner) -> TileResult:
+        """The model's classes, probabilities and confidence of the tile (no write)."""
         days = np.asarray(self.days, np.int64)
         if isinstance(data, PixelInput):
             probs, valid = pixel_probs(runner, data, days)
@@ -265,9 +277,12 @@ class TileJob:
                 self.blend,
                 days,
             )
-        cls, p8, conf = quantise(probs, valid, list(self.class_ids))
+        return quantise(probs, valid, list(self.class_ids))
+
+    def commit(self, result: TileResult) -> None:
+        """Write the tile and mark it done."""
         store = Path(self.store)
-        write_tile(store, self.tile.core, cls, p8, conf)
+        write_tile(store, self.tile.core, *result)
         mark_done(store, self.name)
 
 
@@ -301,6 +316,10 @@ class FieldGroupJob:
         return [read_window(self.cube_uri, list(self.bands), s.window) for s in self.samples]
 
     def process(self, raws: list[FloatArray], runner: Runner) -> None:
+        self.commit(self.compute(raws, runner))
+
+    def compute(self, raws: list[FloatArray], runner: Runner) -> pd.DataFrame:
+        """The group's per-field probabilities (no write)."""
         from cropflow.train.data import MAX_FIELD_SIDE, field_canvases, field_side
 
         transform = Affine(*self.transform)
@@ -330,6 +349,10 @@ class FieldGroupJob:
         table = pd.DataFrame({"row": [s.row for s in self.samples], "valid": valid})
         for j in range(runner.n_classes):
             table[f"p{j}"] = probs[:, j]
+        return table
+
+    def commit(self, table: pd.DataFrame) -> None:
+        """Write the group's table."""
         out = Path(self.out_dir)
         with atomic_file(out / f"{self.name}.parquet") as tmp:
             table.to_parquet(tmp, index=False)
@@ -374,6 +397,10 @@ class PaintJob:
         return None
 
     def process(self, data: None, runner: Runner) -> None:
+        self.commit(self.compute(data, runner))
+
+    def compute(self, data: None, runner: Runner) -> TileResult:
+        """The tile's classes from the fields' results (no write)."""
         fields_file = Path(self.fields_path)
         fields = _fields_table(self.fields_path, fields_file.stat().st_mtime_ns)
         results_dir = Path(self.results_dir)
@@ -385,19 +412,28 @@ class PaintJob:
         probs[:, inside] = by_row[idx[inside]].T
         valid = inside & ~np.isnan(probs).any(axis=0)
         probs = np.nan_to_num(probs)
-        cls, p8, conf = quantise(probs, valid, list(self.class_ids))
+        return quantise(probs, valid, list(self.class_ids))
+
+    def commit(self, result: TileResult) -> None:
+        """Write the tile and mark it done."""
         store = Path(self.store)
-        write_tile(store, self.tile.core, cls, p8, conf)
+        write_tile(store, self.tile.core, *result)
         mark_done(store, self.name)
 
 
 class Job(Protocol):
-    """What the executors run: read (:meth:`load`), then compute and write (:meth:`process`)."""
+    """What the executors run: read (:meth:`load`), then compute and write (:meth:`process`,
+    which is :meth:`commit` of :meth:`compute`: an executor may write one job while it
+    computes the next)."""
 
     @property
     def name(self) -> str: ...
 
     def load(self, runner: Runner) -> Any: ...
+
+    def compute(self, data: Any, runner: Runner) -> Any: ...
+
+    def commit(self, result: Any) -> None: ...
 
     def process(self, data: Any, runner: Runner) -> None: ...
 

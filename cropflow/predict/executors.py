@@ -15,7 +15,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,7 +130,8 @@ def device_runners(
 
 def run_local(jobs: Sequence[Job], runners: Sequence[Runner], on_done: OnDone) -> None:
     """Run jobs in this process: one thread per runner (device), each reading its next job
-    ahead in a second thread, so that reading overlaps the model."""
+    ahead in a second thread and writing its last in a third, so that reading and writing
+    overlap the model."""
     todo: queue.Queue[Job] = queue.Queue()
     for job in jobs:
         todo.put(job)
@@ -146,18 +147,30 @@ def run_local(jobs: Sequence[Job], runners: Sequence[Runner], on_done: OnDone) -
         except queue.Empty:
             return None
 
+    def commit(job: Job, result: Any) -> None:
+        job.commit(result)
+        with lock:
+            on_done(job.name)
+
     def loop(runner: Runner) -> None:
-        with ThreadPoolExecutor(1, thread_name_prefix="cropflow-read") as reader:
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="cropflow-read") as reader,
+            ThreadPoolExecutor(1, thread_name_prefix="cropflow-write") as writer,
+        ):
             job = take()
             ahead = reader.submit(job.load, runner) if job else None
+            written: Future[None] | None = None
             while job is not None and ahead is not None:
                 data = ahead.result()
                 following = take()
                 ahead = reader.submit(following.load, runner) if following else None
-                job.process(data, runner)
-                with lock:
-                    on_done(job.name)
+                result = job.compute(data, runner)
+                if written is not None:
+                    written.result()  # one write in flight: memory stays one tile
+                written = writer.submit(commit, job, result)
                 job = following
+            if written is not None:
+                written.result()
 
     def guarded(runner: Runner) -> None:
         try:
