@@ -287,3 +287,37 @@ def test_rerun_skips_done_tiles_and_another_model_starts_afresh(cube: Path) -> N
     assert zarr.open_group(first.store, mode="r").attrs.asdict()["cropflow:prediction"]["complete"]
     meta = zarr.open_group(other.store, mode="r").attrs.asdict()["cropflow:prediction"]
     assert meta["complete"] is True
+
+
+def test_windows_read_as_stored_equal_what_xarray_decodes(cube: Path) -> None:
+    """The fast path (zarr arrays as stored) gives exactly xarray's values, NaN included, and
+    a band that needs decoding (scale_factor) goes through xarray."""
+    from cropflow.predict.cube import _raw_arrays
+
+    bands = list(STATS)
+    window = Window(2, 30, 5, 47)
+    fast = read_window(str(cube), bands, window)
+    assert set(bands) <= set(_raw_arrays(str(cube), (cube / "zarr.json").stat().st_mtime_ns))
+    ds = xr.open_zarr(cube, consolidated=False)
+    slow = np.stack(
+        [ds[b].transpose("time", "y", "x").values[:, 2:30, 5:47] for b in bands], axis=1
+    )
+    np.testing.assert_array_equal(fast, slow)
+    assert np.isnan(fast).any(), "the window holds the nodata block"
+
+
+def test_a_band_stored_with_a_scale_is_read_decoded(cube: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from cropflow.predict.cube import _raw_arrays
+
+    copy = tmp_path / "scaled.zarr"
+    shutil.copytree(cube, copy)
+    band = next(iter(STATS))
+    zarr.open_array(copy / band, mode="r+").attrs["scale_factor"] = 2.0
+    (copy / "zarr.json").touch()  # a rewritten store: caches see a new stamp
+    assert band not in _raw_arrays(str(copy), (copy / "zarr.json").stat().st_mtime_ns)
+    window = Window(0, 10, 0, 10)
+    got = read_window(str(copy), [band], window)
+    want = read_window(str(cube), [band], window)
+    np.testing.assert_allclose(got, 2.0 * want)

@@ -139,18 +139,22 @@ class PixelInput:
 
 
 def prepare_pixels(raw: FloatArray, normalise: Normalise) -> PixelInput:
-    """Series ``[n, T, C]`` of the valid pixels of ``raw [T, C, h, w]``, normalised.
+    """Series ``[n, T, C]`` of the valid pixels of ``raw [T, C, h, w]``, normalised (``raw``
+    is normalised in place: it must be the caller's own copy).
 
     A date is missing for a pixel when none of its bands is finite there; a pixel with no
     date at all is not valid (no prediction).
     """
     t, c, h, w = raw.shape
-    series = np.ascontiguousarray(raw.reshape(t, c, h * w).transpose(2, 0, 1))  # [N, T, C]
-    missing: BoolArray = ~np.any(np.isfinite(series), axis=2)  # [N, T]
+    missing: BoolArray = ~np.any(np.isfinite(raw), axis=1).reshape(t, h * w).T  # [N, T]
     valid: BoolArray = ~np.all(missing, axis=1)
-    if not valid.all():
-        series, missing = series[valid], missing[valid]
-    return PixelInput(normalise(series), missing, valid.reshape(h, w))
+    normalise.inplace(raw, axis=1)  # raw is this tile's own copy, read for this job
+    by_pixel = raw.reshape(t, c, h * w).transpose(2, 0, 1)  # [N, T, C], a view
+    if valid.all():
+        series = np.ascontiguousarray(by_pixel)
+    else:
+        series, missing = by_pixel[valid], missing[valid]
+    return PixelInput(series, np.ascontiguousarray(missing), valid.reshape(h, w))
 
 
 def pixel_probs(

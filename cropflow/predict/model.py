@@ -125,6 +125,15 @@ class Normalise:
         out: npt.NDArray[np.float32] = self._norm(torch.from_numpy(x)).numpy()
         return out
 
+    def inplace(self, x: npt.NDArray[np.float32], axis: int) -> None:
+        """Normalise ``x`` in place, channels on ``axis``: the same float32 operations as
+        :meth:`__call__` (subtract, divide, non-finite -> 0), without a copy."""
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        np.subtract(x, self._norm.mean.numpy().reshape(shape), out=x)
+        np.divide(x, self._norm.std.numpy().reshape(shape), out=x)
+        np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+
 
 def forward_probs(model: nn.Module, batch: Batch) -> Tensor:
     """Class probabilities (softmax over the class axis 1) of one batch, float32."""
