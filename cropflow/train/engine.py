@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,7 @@ from torch import Tensor
 
 from cropflow.classes import IGNORE_INDEX
 from cropflow.errors import ConfigError, TrainingError
+from cropflow.train import sampling as sel
 from cropflow.train.augment import Tensors, augment
 from cropflow.train.checkpoint import CheckpointStore, RngState, TrainState
 from cropflow.train.data import Normaliser, SplitArrays, TrainingData, batch_indices, take
@@ -283,6 +284,77 @@ def evaluate_split(
 
 
 # ---------------------------------------------------------------------------------------------
+# Active batch selection (cropflow.train.sampling)
+# ---------------------------------------------------------------------------------------------
+
+
+def _logits_fn(
+    model: CropflowModel, kind: DateKind, device: torch.device, amp: bool
+) -> sel.LogitsFn:
+    def run(t: Tensors) -> Tensor:
+        batch = to_batch(t, kind).to(device, non_blocking=device.type == "cuda")
+        with autocast(device, amp):
+            return model(batch).logits
+
+    return run
+
+
+def irreducible_losses(
+    template: CropflowModel, data: TrainingData, params: TrainParams, device: torch.device
+) -> Tensor:
+    """RHO-Loss's irreducible loss of every training sample, ``[n_train]``.
+
+    A copy of ``template`` (the freshly built model) trains ``sampling.holdout_epochs`` epochs
+    on the validation split (same loss, learning rate and clipping, no augmentation), then
+    scores each training sample. The global RNG is forked, so the main run's stream and a
+    resumed run's selections are unchanged; the result depends only on the seed.
+    """
+    val, train = data.split("val"), data.split("train")
+    norm = Normaliser(data.bands, data.normalisation)
+    kind = date_kind_of(template)
+    weight = data.weight_vector() if params.class_weighting == "training_set" else None
+    if weight is not None:
+        weight = weight.to(device)
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(params.seed + 1)
+        holdout = cast(CropflowModel, sel.fresh_copy(template))
+        holdout.to(device).train()
+        optimiser = torch.optim.AdamW(
+            holdout.parameters(), lr=params.lr, weight_decay=params.weight_decay
+        )
+        gen = torch.Generator().manual_seed(params.seed + 1)
+        for _ in range(params.sampling.holdout_epochs):
+            for idx in batch_indices(len(val), params.batch_size, gen):
+                t = take(val, idx, norm)
+                batch = to_batch(t, kind).to(device)
+                with autocast(device, params.amp):
+                    out = holdout(batch)
+                loss = compute_loss(holdout, out, t.y.to(device), weight, params)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                if params.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(holdout.parameters(), params.grad_clip)
+                optimiser.step()
+        holdout.eval()
+        batches = (
+            (idx.numpy(), take(train, idx, norm))
+            for idx in batch_indices(len(train), params.effective_eval_batch_size, None)
+        )
+        return sel.losses_over(
+            _logits_fn(holdout, kind, device, params.amp), batches, len(train), holdout.ignore_index
+        )
+
+
+def _finite_mean(values: list[Tensor]) -> float:
+    if not values:
+        return float("nan")
+    v = torch.cat(values)
+    v = v[torch.isfinite(v)]
+    return float(v.mean()) if v.numel() else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
 
@@ -337,6 +409,11 @@ def fit(
     norm = Normaliser(data.bands, data.normalisation)
     kind = date_kind_of(model)
     spatial = data.input_kind in ("patch", "field")
+    strategy = params.sampling.strategy
+    irreducible = (
+        irreducible_losses(model, data, params, device) if strategy == "rho_loss" else None
+    )
+    scoring = _logits_fn(model, kind, device, params.amp)
     monitor = params.early_stopping.metric
     maximise = monitor != "loss"
 
@@ -374,8 +451,28 @@ def fit(
         if progress is not None:
             progress.start_epoch(epoch, params.planned_epochs, steps_per_epoch)
         loss_sum, n_seen = 0.0, 0
-        for step, idx in enumerate(batch_indices(n_train, params.batch_size, gen), start=1):
+        picked: list[Tensor] = []
+        offered: list[Tensor] = []
+        if strategy == "uniform":
+            steps: Iterator[Tensor] = batch_indices(n_train, params.batch_size, gen)
+        else:
+            size = params.sampling.candidates * params.batch_size
+            steps = (sel.candidate_indices(n_train, size, gen) for _ in range(steps_per_epoch))
+        for step, idx in enumerate(steps, start=1):
             t = augment(take(train_split, idx, norm), params.augment, gen, spatial)
+            if strategy != "uniform":
+                model.eval()
+                scores, losses = sel.score_batch(
+                    scoring,
+                    t,
+                    None if irreducible is None else irreducible[idx],
+                    model.ignore_index,
+                )
+                model.train()
+                pos = sel.select_top(scores, params.batch_size)
+                picked.append(losses[pos])
+                offered.append(losses)
+                t, idx = sel.subset(t, pos), idx[pos]
             batch = to_batch(t, kind).to(device, non_blocking=device.type == "cuda")
             y = t.y.to(device, non_blocking=device.type == "cuda")
             with autocast(device, params.amp):
@@ -427,6 +524,11 @@ def fit(
             "lr": float(optimiser.param_groups[0]["lr"]),
             **ev.summary("val_"),
         }
+        if strategy != "uniform":
+            metrics["sampling_selected_loss"] = _finite_mean(picked)
+            metrics["sampling_candidate_loss"] = _finite_mean(offered)
+        if irreducible is not None:
+            metrics["sampling_irreducible_loss"] = _finite_mean([irreducible])
         history.append({"epoch": float(epoch), **metrics})
         score = metrics[f"val_{monitor}"]
         if _is_better(score, best_score, maximise, params.early_stopping.min_delta):

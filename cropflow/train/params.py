@@ -76,6 +76,39 @@ class EarlyStopping(BaseModel):
     )
 
 
+class SamplingParams(BaseModel):
+    """How each optimisation step picks its samples (active batch selection).
+
+    ``loss`` and ``rho_loss`` draw ``candidates`` x batch_size samples, score them with the
+    model in eval mode (one forward pass, no gradient) and train on the batch_size highest:
+    the highest loss, or the highest reducible loss (loss minus the loss of a holdout model
+    trained on the validation split: RHO-Loss, Mindermann et al. 2022). An epoch keeps the
+    uniform number of steps, so epochs compare at equal optimiser steps; scoring adds about
+    ``candidates`` / 3 of a step's compute. The val split then trains the holdout model and
+    also picks the best epoch (as in the paper's default set-up).
+    """
+
+    strategy: Literal["uniform", "loss", "rho_loss"] = Field(
+        "uniform",
+        description="uniform: shuffled batches (every sample once per epoch); loss: the "
+        "highest-loss samples of each candidate batch; rho_loss: the highest reducible loss "
+        "(training loss minus a holdout model's loss), which skips noisy and learnt samples.",
+    )
+    candidates: int = Field(
+        4,
+        ge=2,
+        le=64,
+        description="Candidate batch size as a multiple of batch_size (loss, rho_loss): "
+        "each step trains on the top 1/candidates of it.",
+    )
+    holdout_epochs: int = Field(
+        10,
+        ge=1,
+        description="rho_loss: epochs of the holdout (irreducible-loss) model on the "
+        "validation split, same family and learning rate, no augmentation.",
+    )
+
+
 #: Epochs of a training with ``epochs`` unset, on a training set large enough for min_steps.
 AUTO_EPOCHS = 30
 
@@ -172,6 +205,7 @@ class TrainOptions(BaseModel):
     )
     augment: AugmentParams = Field(default_factory=AugmentParams)
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
     seed: int = Field(0, description="Seed of weights, shuffling, augmentation and dropout.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when present, else CPU."
