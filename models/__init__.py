@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from models.configs import FieldBiGRUConfig as FieldBiGRUConfig
     from models.configs import LTAEConfig as LTAEConfig
     from models.configs import ModelConfig as ModelConfig
+    from models.configs import SegFormerConfig as SegFormerConfig
     from models.configs import TempCNNConfig as TempCNNConfig
     from models.configs import UNetConfig as UNetConfig
     from models.configs import UTAEConfig as UTAEConfig
@@ -54,6 +55,7 @@ _EXPORTS = {
     "LTAEConfig": "models.base",
     "ModelConfig": "models.base",
     "ModelOutput": "models.base",
+    "SegFormerConfig": "models.base",
     "TempCNNConfig": "models.base",
     "UNetConfig": "models.base",
     "UTAEConfig": "models.base",

@@ -46,6 +46,7 @@ from models.configs import (  # noqa: F401 - the configs, re-exported beside the
     InputKind,
     LTAEConfig,
     ModelConfig,
+    SegFormerConfig,
     TempCNNConfig,
     UNetConfig,
     UTAEConfig,
@@ -295,6 +296,7 @@ def _family_class(name: str) -> type[CropflowModel]:
     from models.crop_mask import CropMaskLSTM
     from models.field import FieldBiGRU
     from models.ltae import LTAEClassifier
+    from models.segformer import SegFormer
     from models.tempcnn import TempCNN
     from models.unet import UNet
     from models.utae import UTAE
@@ -306,6 +308,7 @@ def _family_class(name: str) -> type[CropflowModel]:
         "unet": UNet,
         "utae": UTAE,
         "field_bigru": FieldBiGRU,
+        "segformer": SegFormer,
     }
     return families[name]
 

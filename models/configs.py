@@ -156,6 +156,71 @@ class UNetConfig(_FamilyConfig):
     )
 
 
+class SegFormerConfig(_FamilyConfig):
+    """SegFormer (Xie et al. 2021; lulc-utility): hierarchical transformer encoder (MiT) and an
+    all-MLP decoder on stacked composites (T x C channels). Defaults: MiT-b0, from scratch."""
+
+    input_kind: ClassVar[InputKind] = "patch"
+    needs_n_time: ClassVar[bool] = True
+    name: Literal["segformer"] = "segformer"
+    hidden_sizes: list[int] = Field(
+        default_factory=lambda: [32, 64, 160, 256],
+        min_length=1,
+        description="Channels of each encoder stage, finest first (MiT-b0).",
+    )
+    depths: list[int] = Field(
+        default_factory=lambda: [2, 2, 2, 2], description="Transformer blocks per stage."
+    )
+    n_heads: list[int] = Field(
+        default_factory=lambda: [1, 2, 5, 8],
+        description="Attention heads per stage; each divides the stage's hidden size.",
+    )
+    sr_ratios: list[int] = Field(
+        default_factory=lambda: [8, 4, 2, 1],
+        description="Spatial reduction of the attention's keys and values per stage.",
+    )
+    patch_sizes: list[int] = Field(
+        default_factory=lambda: [7, 3, 3, 3],
+        description="Kernel of each stage's overlapping patch embedding (odd).",
+    )
+    strides: list[int] = Field(
+        default_factory=lambda: [4, 2, 2, 2],
+        description="Stride of each stage's patch embedding: the first stage works at "
+        "1/strides[0] of the input (use 2 for patches of a few tens of pixels).",
+    )
+    mlp_ratio: int = Field(4, ge=1, description="Mix-FFN width as a multiple of the stage's.")
+    decoder_dim: int = Field(256, ge=1, description="Channels of the all-MLP decoder.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Mix-FFN and classifier dropout.")
+    attention_dropout: float = Field(0.0, ge=0, lt=1, description="Attention-weight dropout.")
+
+    @model_validator(mode="after")
+    def _stages_agree(self) -> SegFormerConfig:
+        lists = {
+            "depths": self.depths,
+            "n_heads": self.n_heads,
+            "sr_ratios": self.sr_ratios,
+            "patch_sizes": self.patch_sizes,
+            "strides": self.strides,
+        }
+        n = len(self.hidden_sizes)
+        for key, values in lists.items():
+            if len(values) != n:
+                raise ConfigError(
+                    f"segformer {key} has {len(values)} entries but hidden_sizes has {n}",
+                    hint="give every per-stage list one entry per stage",
+                )
+            if any(v < 1 for v in values):
+                raise ConfigError(f"segformer {key} {values} has an entry below 1")
+        for width, heads in zip(self.hidden_sizes, self.n_heads, strict=True):
+            _check_divisible("each segformer hidden size", width, "its n_heads", heads)
+        if any(k % 2 == 0 for k in self.patch_sizes):
+            raise ConfigError(
+                f"segformer patch_sizes {self.patch_sizes} include an even size",
+                hint="use odd kernels (7, 3, ...), so that each stage divides its input exactly",
+            )
+        return self
+
+
 class UTAEConfig(_DateAttentionConfig):
     """U-TAE (Garnot & Landrieu 2021): shared conv encoder, L-TAE at the lowest level."""
 
@@ -264,7 +329,13 @@ class FieldBiGRUConfig(_FamilyConfig):
 
 
 ModelConfig = Annotated[
-    CropMaskLSTMConfig | TempCNNConfig | LTAEConfig | UNetConfig | UTAEConfig | FieldBiGRUConfig,
+    CropMaskLSTMConfig
+    | TempCNNConfig
+    | LTAEConfig
+    | UNetConfig
+    | UTAEConfig
+    | FieldBiGRUConfig
+    | SegFormerConfig,
     Field(discriminator="name"),
 ]
 
@@ -278,6 +349,7 @@ FAMILY_NAMES: tuple[str, ...] = (
     "unet",
     "utae",
     "field_bigru",
+    "segformer",
 )
 
 

@@ -43,6 +43,16 @@ TINY: dict[str, dict[str, Any]] = {
         "d_k": 4,
     },
     "field_bigru": {"conv_widths": [8, 8, 16], "norm_groups": 2, "hidden_size": 8},
+    "segformer": {
+        "hidden_sizes": [8, 16],
+        "depths": [1, 1],
+        "n_heads": [1, 2],
+        "sr_ratios": [2, 1],
+        "patch_sizes": [3, 3],
+        "strides": [1, 2],
+        "decoder_dim": 8,
+        "dropout": 0.0,
+    },
 }
 KIND = {
     "crop_mask_lstm": "pixel",
@@ -51,6 +61,7 @@ KIND = {
     "unet": "patch",
     "utae": "patch",
     "field_bigru": "field",
+    "segformer": "patch",
 }
 HW = 10
 
@@ -133,7 +144,7 @@ def test_padded_dates_do_not_change_the_output(name: str) -> None:
         assert torch.allclose(padded[i], single, atol=1e-5), (name, i)
 
 
-@pytest.mark.parametrize("name", ["tempcnn", "unet"])
+@pytest.mark.parametrize("name", ["tempcnn", "unet", "segformer"])
 def test_fixed_length_models_ignore_what_padded_steps_hold(name: str) -> None:
     model = make_model(name)
     g = torch.Generator().manual_seed(4)

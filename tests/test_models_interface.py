@@ -59,6 +59,16 @@ TINY: dict[str, dict[str, Any]] = {
         "attention_dropout": 0.0,
     },
     "field_bigru": {"conv_widths": [8, 8, 16], "norm_groups": 2, "hidden_size": 8},
+    "segformer": {
+        "hidden_sizes": [8, 16],
+        "depths": [1, 1],
+        "n_heads": [1, 2],
+        "sr_ratios": [2, 1],
+        "patch_sizes": [3, 3],
+        "strides": [1, 2],
+        "decoder_dim": 8,
+        "dropout": 0.0,
+    },
 }
 KIND = {
     "crop_mask_lstm": "pixel",
@@ -67,8 +77,9 @@ KIND = {
     "unet": "patch",
     "utae": "patch",
     "field_bigru": "field",
+    "segformer": "patch",
 }
-FIXED_T = {"tempcnn", "unet"}
+FIXED_T = {"tempcnn", "unet", "segformer"}
 
 
 @pytest.fixture(autouse=True)
@@ -274,7 +285,7 @@ def test_a_training_step_works_on_a_single_sample(name: str) -> None:
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-@pytest.mark.parametrize("name", ["unet", "utae", "field_bigru"])
+@pytest.mark.parametrize("name", ["unet", "utae", "field_bigru", "segformer"])
 @pytest.mark.parametrize(("h", "w"), [(1, 1), (7, 13), (16, 16), (33, 20)])
 def test_spatial_models_take_any_height_and_width(name: str, h: int, w: int) -> None:
     model = make_model(name).eval()
