@@ -464,7 +464,7 @@ def test_sentinel1_rtc_and_dem_profiles_read_real_items(pc_token: TokenService |
     for item in _items_of("sentinel-1-rtc-pc.json", "sentinel-1-rtc"):
         vv = s1.band_rule(item, "vv")
         assert vv.kind == "backscatter" and vv.nodata == -32768 and vv.dtype == "float32"
-        assert s1.composite("vv") == "mean"  # linear power is averaged, never its dB
+        assert s1.composite("vv") == "mean_db"  # averaged in linear power, written in dB
         assert s1.spec("vv").unit == "linear power"
     for name, file in [
         ("planetary-computer-cop-dem", "cop-dem-glo-30-pc.json"),

@@ -23,6 +23,7 @@ from cropflow.cube.composite import (
     fill_linear,
     masked_first,
     masked_mean,
+    masked_mean_db,
     masked_median,
 )
 from cropflow.cube.grid import Block
@@ -196,6 +197,9 @@ def _composite(plan: CubePlan, band: str, layers: list[np.ndarray], mask: Median
     rule = info.composite if info is not None else "median"
     if rule == "mean":
         return masked_mean(layers, mask, scale, offset)[0]
+    if rule == "mean_db":
+        source_db = info is not None and (info.unit or "").lower() == "db"
+        return masked_mean_db(layers, mask, scale, offset, source_db=source_db)[0]
     if rule == "first":
         return masked_first(layers, mask, scale, offset)[0]
     return masked_median(layers, mask, scale, offset, overwrite=True)[0]

@@ -222,6 +222,39 @@ def masked_mean(
     return out, mask.count
 
 
+#: Linear power below this (-50 dB: below any sensor's noise floor) is written as -50 dB, so
+#: that a zero or slightly negative terrain-corrected value gives a finite decibel.
+DB_FLOOR_LINEAR = 1e-5
+
+
+def masked_mean_db(
+    layers: Sequence[np.ndarray],
+    valid: np.ndarray | MedianMask,
+    scale: float = 1.0,
+    offset: float = 0.0,
+    *,
+    source_db: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel mean of backscatter in **linear power**, written in decibels (float32; NaN
+    where none is valid): ``10 log10(mean(p))``, never ``mean(10 log10 p)`` (which is biased
+    low by speckle). ``source_db``: the observations are dB (``value * scale + offset``) and
+    are made linear (``10 ** (v / 10)``) before averaging. Means below
+    :data:`DB_FLOOR_LINEAR` are written as its dB value."""
+    mask = valid if isinstance(valid, MedianMask) else MedianMask(valid)
+    total = np.zeros(layers[0].shape, dtype=np.float64)
+    for layer, ok in zip(layers, mask.valid, strict=True):
+        value = layer.astype(np.float64) * scale + offset
+        if source_db:
+            with np.errstate(over="ignore", invalid="ignore"):
+                value = np.power(10.0, value / 10.0)
+        total += np.where(ok, value, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / mask.count
+    out = (10.0 * np.log10(np.maximum(mean, DB_FLOOR_LINEAR))).astype(np.float32)
+    out[mask.empty] = np.nan
+    return out, mask.count
+
+
 def masked_first(
     layers: Sequence[np.ndarray],
     valid: np.ndarray | MedianMask,

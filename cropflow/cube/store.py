@@ -12,7 +12,7 @@ in chunks of ``params.time_chunk`` when set):
 * one ``float32`` variable per band NAME, as the collection profile names it (``red``,
   ``nir``, ``ndvi``, ``vv``...): ``stored * scale + offset`` of the profile's rule, composited
   over the valid observations of the time step by the band's rule (median; mean for
-  backscatter, in linear power; first for categorical bands); attributes ``kind``,
+  backscatter, in linear power, written in dB; first for categorical bands); attributes ``kind``,
   ``units``, ``composite``; NaN where nothing valid was seen and nothing could be interpolated;
 * one ``float32`` variable per index NAME (``ndvi``, ...), computed from those composites;
 * ``valid_count`` (``uint8``, or ``uint16`` when a step can hold more than 255 acquisitions):
@@ -109,6 +109,8 @@ def _var_attrs(name: str, plan: CubePlan) -> dict[str, Any]:
             "kernel": plan.kernels[name],
         }
         unit = info.unit if info is not None else "1"
+        if info is not None and info.composite == "mean_db":
+            unit = "dB"  # composited in linear power, written in decibels
         return attrs | ({"units": unit} if unit else {})
     if name in INDICES:
         return {"long_name": INDICES[name].description, "units": "1"}

@@ -37,7 +37,7 @@ from enum import StrEnum
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 import pystac
@@ -75,13 +75,13 @@ class BandKind(StrEnum):
 DEFAULT_COMPOSITE: dict[BandKind, str] = {
     BandKind.REFLECTANCE: "median",
     BandKind.INDEX: "median",
-    BandKind.BACKSCATTER: "mean",
+    BandKind.BACKSCATTER: "mean_db",
     BandKind.CATEGORICAL: "first",
     BandKind.STATIC: "median",
     BandKind.OTHER: "median",
 }
 
-Composite = Literal["median", "mean", "first"]
+Composite = Literal["median", "mean", "mean_db", "first"]
 RadiometrySource = Literal["item", "profile", "s2-harmonised-flag", "s2-baseline"]
 Nodata = float | Literal["nan", "NaN", "inf", "-inf"]
 
@@ -139,7 +139,10 @@ class BandDefaults(BaseModel):
         None, description="Where the offset comes from, first that knows wins."
     )
     composite: Composite | None = Field(
-        None, description="Compositing in a period; unset: by kind (median, backscatter mean)."
+        None,
+        description="Compositing in a period: median, mean, mean_db (mean in linear power, "
+        "written in dB; a band whose unit is dB is made linear first) or first; unset: by kind "
+        "(backscatter mean_db, categorical first, else median).",
     )
 
     @field_validator("dtype")
@@ -350,7 +353,10 @@ class CollectionProfile(BaseModel):
         if spec.composite is not None:
             return spec.composite
         value = DEFAULT_COMPOSITE[self.kind(band)]
-        return "mean" if value == "mean" else "first" if value == "first" else "median"
+        for rule in get_args(Composite):
+            if value == rule:
+                return cast(Composite, rule)
+        return "median"
 
     def cube_bands(self) -> list[str]:
         """The bands of a cube that names none."""
