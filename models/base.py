@@ -29,8 +29,9 @@ Conventions shared by all families
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -165,6 +166,10 @@ def ids_to_indices(ids: Tensor, class_map: ClassMap) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+#: The state-dict key of the calibration temperature.
+TEMPERATURE_KEY = "temperature"
+
+
 class CropflowModel(nn.Module):
     """Base class of every family: a torch module that knows its config and contract.
 
@@ -184,9 +189,26 @@ class CropflowModel(nn.Module):
         self.ignore_index = contract.class_map.ignore_index
         #: Fixed number of time steps (families that need one), else None.
         self.n_time: int | None = contract.n_time if config.needs_n_time else None
+        #: Softmax temperature fitted on the validation split (1: not calibrated). Class
+        #: probabilities are ``softmax(logits / temperature)``; the class does not depend on it.
+        self.temperature: Tensor
+        self.register_buffer(TEMPERATURE_KEY, torch.ones(()))
 
     def forward(self, batch: Batch) -> ModelOutput:
         raise NotImplementedError
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """Calibrated class probabilities of ``logits`` (softmax over axis 1), float32."""
+        return torch.softmax(logits.float() / self.temperature.float(), dim=1)
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """As :meth:`torch.nn.Module.load_state_dict`; weights saved before calibration
+        existed load with temperature 1."""
+        if TEMPERATURE_KEY not in state_dict:
+            state_dict = {**state_dict, TEMPERATURE_KEY: torch.ones(())}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def required_n_time(self) -> int:
         """The contract's fixed number of time steps (families that need one)."""

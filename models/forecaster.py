@@ -149,6 +149,12 @@ class CompletedSeasonModel(nn.Module):
             update={"min_steps": forecaster.contract.min_steps or 1}
         )
 
+    @property
+    def temperature(self) -> Tensor:
+        """The classifier's calibration temperature (what the probabilities use)."""
+        t = getattr(self.classifier, "temperature", None)
+        return t if isinstance(t, Tensor) else torch.ones(())
+
     def forward(self, batch: Batch) -> ModelOutput:
         x, pad = batch.x, batch.pad_mask
         # phase 1: one series per pixel (patch and field inputs: every pixel of the window)

@@ -18,6 +18,7 @@ from cropflow.classes import ClassDef, ClassMap
 from cropflow.errors import ConfigError, ContractError, DataError
 from cropflow.predict import PredictParams, open_prediction, predict
 from cropflow.predict.cube import read_window
+from cropflow.predict.store import META_ATTR
 from cropflow.predict.testing import smooth_noise, tiny_bundle, write_cube
 from cropflow.predict.tiling import Window
 from models.base import Batch
@@ -321,3 +322,86 @@ def test_a_band_stored_with_a_scale_is_read_decoded(cube: Path, tmp_path: Path) 
     got = read_window(str(copy), [band], window)
     want = read_window(str(cube), [band], window)
     np.testing.assert_allclose(got, 2.0 * want)
+
+
+# ---------------------------------------------------------------------------------------------
+# Test-time augmentation
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_tta_view_is_undone_and_the_eight_views_differ() -> None:
+    from cropflow.predict.model import TTA_VIEWS, _unview, _view
+
+    a = torch.arange(2 * 3 * 5 * 7, dtype=torch.float32).reshape(2, 3, 5, 7)
+    for name, views in TTA_VIEWS.items():
+        for turns, flip in views:
+            torch.testing.assert_close(_unview(_view(a, turns, flip), turns, flip), a), name
+    square = torch.arange(16.0).reshape(4, 4)
+    seen = {tuple(_view(square, k, f).flatten().tolist()) for k, f in TTA_VIEWS["dihedral"]}
+    assert len(seen) == 8
+    flips = {tuple(_view(square, k, f).flatten().tolist()) for k, f in TTA_VIEWS["flips"]}
+    want = {
+        tuple(v.flatten().tolist())
+        for v in (square, square.flip(-1), square.flip(-2), square.flip(-1).flip(-2))
+    }
+    assert flips == want
+
+
+class _PerPixel(torch.nn.Module):
+    """Logits from each pixel's own series (a 1x1 convolution): equivariant to any view."""
+
+    def __init__(self, channels: int, classes: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, classes, 1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        b, t, c, h, w = batch.x.shape
+        out: torch.Tensor = self.conv(batch.x.reshape(b, t * c, h, w))
+        return out
+
+
+def test_tta_averages_the_views_mapped_back() -> None:
+    from cropflow.predict.model import TTA_VIEWS, _unview, _view, augmented_probs, forward_probs
+
+    torch.manual_seed(0)
+    x = torch.randn(2, T, len(BANDS), 12, 9)
+    batch = Batch.dense(x)
+    exact = _PerPixel(T * len(BANDS), 3).eval()
+    with torch.no_grad():
+        for tta in ("flips", "dihedral"):
+            torch.testing.assert_close(
+                augmented_probs(exact, batch, tta), forward_probs(exact, batch)
+            )
+        bundle = tiny_bundle(UNET, list(BANDS), T, CLASSES, "patch", 16, STATS)
+        unet = bundle.model.eval()
+        got = augmented_probs(unet, batch, "dihedral")
+        manual = torch.stack(
+            [
+                _unview(forward_probs(unet, Batch.dense(_view(x, k, f))), k, f)
+                for k, f in TTA_VIEWS["dihedral"]
+            ]
+        ).mean(0)
+        torch.testing.assert_close(got, manual)
+        plain = forward_probs(unet, batch)
+    assert not torch.allclose(got, plain, atol=1e-4), "zero-padded convolutions are not equivariant"
+    torch.testing.assert_close(got.sum(1), torch.ones(2, 12, 9))
+
+
+def test_tta_predictions_are_their_own_maps_and_pixel_models_refuse_it(cube: Path) -> None:
+    bundle = tiny_bundle(UNET, list(BANDS), T, CLASSES, "patch", 16, STATS)
+    common = {"cube": str(cube), "tile_size": 32, "executor": "local", "patch_overlap": 0.5}
+    plain = predict(PredictParams(key="tta-none", **common), bundle)
+    flips = predict(PredictParams(key="tta-flips", tta="flips", **common), bundle)
+    p_plain = _load(plain.store)["probability"].values
+    p_flips = _load(flips.store)["probability"].values
+    valid = np.isfinite(p_plain).all(axis=0) & (p_plain.sum(axis=0) > 0)
+    assert valid.mean() > 0.9
+    assert np.abs(p_flips - p_plain)[:, valid].mean() > 1e-3, "the views changed the map"
+    meta = _load(flips.store).attrs[META_ATTR]
+    assert meta["tta"] == "flips" and _load(plain.store).attrs[META_ATTR]["tta"] == "none"
+    assert meta["fingerprint"] != _load(plain.store).attrs[META_ATTR]["fingerprint"]
+
+    pixel = tiny_bundle(LTAE, list(BANDS), T, CLASSES, "pixel", None, STATS)
+    with pytest.raises(ConfigError, match="pixel model") as err:
+        predict(PredictParams(key="tta-pixel", tta="flips", **common), pixel)
+    assert "tta='none'" in str(err.value.hint)

@@ -130,7 +130,11 @@ def test_train_register_load_by_alias_round_trip(
     pyfunc = mlflow.pyfunc.load_model(f"models:/{registered_name}@{CHAMPION}")
     pad = np.zeros((b, t), dtype=bool)
     probs = pyfunc.predict({"x": raw, "dates": doy.numpy(), "pad_mask": pad})
-    np.testing.assert_allclose(probs, torch.softmax(want, dim=1).numpy(), rtol=1e-5, atol=1e-6)
+    # probabilities are calibrated: the logits over the temperature fitted on val
+    temperature = float(loaded.model.temperature)
+    assert temperature == pytest.approx(result.calibration["temperature"], rel=1e-6)
+    calibrated = torch.softmax(want / temperature, dim=1).numpy()
+    np.testing.assert_allclose(probs, calibrated, rtol=1e-5, atol=1e-6)
 
 
 def _val_score(version: str, name: str, data: TrainingData) -> float:

@@ -23,7 +23,7 @@ from cropflow.classes import IGNORE_INDEX
 from cropflow.train import TrainParams, train
 from cropflow.train.augment import Tensors
 from cropflow.train.data import TrainingData
-from cropflow.train.engine import _logits_fn, date_kind_of, irreducible_losses
+from cropflow.train.engine import date_kind_of, irreducible_losses, logits_fn
 from cropflow.train.sampling import per_sample_loss, score_batch, select_top
 from cropflow.train.synthetic import synthetic_training_data
 from models.base import CropflowModel, build_model
@@ -203,7 +203,7 @@ def test_rho_loss_training_skips_mislabelled_samples_that_loss_selection_chases(
         pad_mask=torch.from_numpy(tr.pad_mask),
     )
     model.eval()
-    logits_of = _logits_fn(model, date_kind_of(model), torch.device("cpu"), False)
+    logits_of = logits_fn(model, date_kind_of(model), torch.device("cpu"), False)
     rho, losses = score_batch(logits_of, t, irr)
     top = len(tr) // 4
     noisy_by_loss = float(flipped[select_top(losses, top).numpy()].mean())

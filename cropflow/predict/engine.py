@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from cropflow.predict.cube import read_window
 from cropflow.predict.fields import field_index_raster, field_mask
-from cropflow.predict.model import Normalise, encode_dates, forward_probs
+from cropflow.predict.model import Normalise, augmented_probs, encode_dates
 from cropflow.predict.store import NODATA, mark_done, write_tile
 from cropflow.predict.tiling import Tile, Window, patch_starts, starts_touching
 from cropflow.storage import atomic_file
@@ -48,9 +48,15 @@ class Runner:
     """A model on a device with its contract's normalisation, run in fixed-size batches."""
 
     def __init__(
-        self, model: nn.Module, contract: InputContract, device: torch.device, batch_size: int
+        self,
+        model: nn.Module,
+        contract: InputContract,
+        device: torch.device,
+        batch_size: int,
+        tta: str = "none",
     ) -> None:
         self.model = model
+        self.tta = tta
         self.contract = contract
         self.device = device
         self.batch_size = batch_size
@@ -84,7 +90,7 @@ class Runner:
                     pad_mask=pad,
                     field_mask=None if fb is None else torch.from_numpy(fb),
                 ).to(self.device)
-                p = forward_probs(self.model, batch)[: stop - start]
+                p = augmented_probs(self.model, batch, self.tta)[: stop - start]
                 out.append(p.cpu().numpy().astype(np.float32, copy=False))
         if not out:
             return np.zeros((0, self.n_classes, *x.shape[3:]), np.float32)

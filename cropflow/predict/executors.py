@@ -124,7 +124,7 @@ def device_runners(
             if fit
             else batch_size
         )
-        runners.append(Runner(model, bundle.contract, device, b))
+        runners.append(Runner(model, bundle.contract, device, b, bundle.tta))
     return runners
 
 
@@ -206,6 +206,8 @@ class ModelPayload:
     module: nn.Module | None = None  # a model that is not a CropflowModel, pickled as is
     forecaster: tuple[str, str, dict[str, torch.Tensor]] | None = None
     """In-season "forecast" maps: the forecaster's config, contract and weights."""
+    tta: str = "none"
+    """Test-time augmentation (the bundle's)."""
 
     @classmethod
     def of(cls, model: nn.Module, contract: InputContract) -> ModelPayload:
@@ -265,7 +267,7 @@ def _on_worker(job: Job, payload: ModelPayload, batch_size: int) -> str:
 
     model, contract = payload.build()
     torch.set_num_threads(max(1, int(get_worker().state.nthreads)))
-    return run_job(job, Runner(model, contract, torch.device("cpu"), batch_size))
+    return run_job(job, Runner(model, contract, torch.device("cpu"), batch_size, payload.tta))
 
 
 def run_dask(
@@ -277,7 +279,7 @@ def run_dask(
     if not jobs:
         return
     token = uuid.uuid4().hex[:8]
-    payload = ModelPayload.of(bundle.model, bundle.contract)
+    payload = dataclasses.replace(ModelPayload.of(bundle.model, bundle.contract), tta=bundle.tta)
     [sent] = client.scatter([payload], broadcast=True, hash=False)
     futures = [
         client.submit(_on_worker, job, sent, batch_size, key=f"cropflow-predict-{job.name}-{token}")

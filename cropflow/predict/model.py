@@ -31,6 +31,8 @@ class ModelBundle:
     run_id: str | None = None
     version: str | None = None
     name: str | None = None
+    tta: str = "none"
+    """Test-time augmentation of patch/field models (PredictOptions.tta)."""
 
     @property
     def class_map(self) -> ClassMap:
@@ -94,6 +96,7 @@ def with_forecaster(bundle: ModelBundle) -> ModelBundle:
         run_id=bundle.run_id,
         version=bundle.version,
         name=bundle.name,
+        tta=bundle.tta,
     )
 
 
@@ -135,8 +138,57 @@ class Normalise:
         np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+#: The views of each test-time augmentation: (quarter turns, flip left-right) pairs.
+TTA_VIEWS: dict[str, tuple[tuple[int, bool], ...]] = {
+    "none": ((0, False),),
+    "flips": ((0, False), (0, True), (2, True), (2, False)),  # as is, lr, ud (= rot180 + lr), both
+    "dihedral": tuple((k, f) for k in range(4) for f in (False, True)),
+}
+
+
+def _view(a: Tensor, turns: int, flip: bool) -> Tensor:
+    """``a`` (last two axes H, W) flipped left-right (if ``flip``), then turned ``turns``
+    quarter turns counter-clockwise."""
+    if flip:
+        a = torch.flip(a, dims=(-1,))
+    return torch.rot90(a, turns, dims=(-2, -1)) if turns else a
+
+
+def _unview(a: Tensor, turns: int, flip: bool) -> Tensor:
+    """The inverse of :func:`_view`."""
+    if turns:
+        a = torch.rot90(a, -turns, dims=(-2, -1))
+    return torch.flip(a, dims=(-1,)) if flip else a
+
+
+def augmented_probs(model: nn.Module, batch: Batch, tta: str) -> Tensor:
+    """Class probabilities of a patch/field batch averaged over the views of ``tta``, each
+    mapped back to the input's orientation; :func:`forward_probs` for ``"none"`` or pixels."""
+    views = TTA_VIEWS[tta]
+    if len(views) == 1 or batch.x.ndim != 5:
+        return forward_probs(model, batch)
+    total = torch.zeros(())
+    for turns, flip in views:
+        fm = batch.field_mask
+        seen = Batch(
+            x=_view(batch.x, turns, flip),
+            dates=batch.dates,
+            pad_mask=batch.pad_mask,
+            field_mask=None if fm is None else _view(fm, turns, flip),
+        )
+        p = forward_probs(model, seen)
+        if p.ndim == 4:  # per-pixel probabilities: back to the input's orientation
+            p = _unview(p, turns, flip)
+        total = total.to(p.device) + p
+    return total / len(views)
+
+
 def forward_probs(model: nn.Module, batch: Batch) -> Tensor:
-    """Class probabilities (softmax over the class axis 1) of one batch, float32."""
+    """Class probabilities (softmax over the class axis 1, of the logits divided by the
+    model's calibration temperature) of one batch, float32."""
     out = model(batch)
     logits = out.logits if isinstance(out, ModelOutput) else out
+    temperature = getattr(model, "temperature", None)  # calibrated on val (CropflowModel)
+    if isinstance(temperature, torch.Tensor):
+        logits = logits.float() / temperature.float()
     return torch.softmax(logits.float(), dim=1)

@@ -89,6 +89,16 @@ class PredictOptions(BaseModel):
         "ignores this.",
     )
 
+    tta: Literal["none", "flips", "dihedral"] = Field(
+        "none",
+        title="Test-time augmentation",
+        description="Patch and field models: average the class probabilities over flipped "
+        "(4 views: as is, left-right, up-down, both) or all 8 dihedral views (rotations by 90 "
+        "degrees, each also flipped) of every tile, each mapped back before averaging; the "
+        "probability and confidence products reflect the average. Costs 4 or 8 forward "
+        "passes. Pixel models see no geometry: refused for them.",
+    )
+
     @field_validator("batch_size", mode="before")
     @classmethod
     def _batch_from_text(cls, value: object) -> object:

@@ -8,6 +8,7 @@ without a marker are run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -115,6 +116,19 @@ def in_season_bundle(bundle: ModelBundle, cube: CubeInfo, strategy: str) -> Mode
     if not partial or strategy != "forecast" or isinstance(bundle.model, CompletedSeasonModel):
         return bundle
     return with_forecaster(bundle)
+
+
+def with_tta(bundle: ModelBundle, tta: str) -> ModelBundle:
+    """``bundle`` predicting with test-time augmentation ``tta`` (patch and field models)."""
+    if tta == "none":
+        return bundle
+    if bundle.input_kind == "pixel":
+        raise ConfigError(
+            f"tta={tta!r} was asked for but model {bundle.uri} is a pixel model: flips and "
+            "rotations do not change a pixel's series",
+            hint="use tta='none' with pixel models (tta applies to patch and field models)",
+        )
+    return dataclasses.replace(bundle, tta=tta)
 
 
 def check_contract(contract: InputContract, cube: CubeInfo, fields: str | None) -> None:
@@ -295,6 +309,8 @@ def _store_meta(
 ) -> dict[str, Any]:  # fmt: skip
     """The store's metadata, with the fingerprint that decides whether it can be resumed."""
     extra: dict[str, Any] = {"kind": kind, "patch": patch, "stride": stride, "blend": params.blend}
+    if bundle.tta != "none":  # averaged views are another map (absent: stores before tta)
+        extra["tta"] = bundle.tta
     if kind == "field":  # fields shape a field model's map; for others they are a product
         extra |= {"fields": _stamp(params.fields), "field_id_column": params.field_id_column}
     return {
@@ -323,6 +339,7 @@ def _store_meta(
             else "truncation",
         },
         "class_map": bundle.class_map.model_dump(mode="json"),
+        "tta": bundle.tta,
         "tile_size": params.tile_size,
         "bands": list(bundle.contract.bands),
     }
@@ -379,7 +396,7 @@ def predict(
     started = time.perf_counter()
     bundle = model if model is not None else load_bundle(params.model, params.registered_model)
     cube = inspect_cube(params.cube)
-    bundle = in_season_bundle(bundle, cube, params.in_season)
+    bundle = with_tta(in_season_bundle(bundle, cube, params.in_season), params.tta)
     check_contract(bundle.contract, cube, params.fields)  # before any pixel is read
 
     kind = bundle.input_kind

@@ -288,9 +288,11 @@ def evaluate_split(
 # ---------------------------------------------------------------------------------------------
 
 
-def _logits_fn(
+def logits_fn(
     model: CropflowModel, kind: DateKind, device: torch.device, amp: bool
 ) -> sel.LogitsFn:
+    """``tensors -> logits`` of ``model`` (dates encoded as in training), on ``device``."""
+
     def run(t: Tensors) -> Tensor:
         batch = to_batch(t, kind).to(device, non_blocking=device.type == "cuda")
         with autocast(device, amp):
@@ -342,7 +344,7 @@ def irreducible_losses(
             for idx in batch_indices(len(train), params.effective_eval_batch_size, None)
         )
         return sel.losses_over(
-            _logits_fn(holdout, kind, device, params.amp), batches, len(train), holdout.ignore_index
+            logits_fn(holdout, kind, device, params.amp), batches, len(train), holdout.ignore_index
         )
 
 
@@ -413,7 +415,7 @@ def fit(
     irreducible = (
         irreducible_losses(model, data, params, device) if strategy == "rho_loss" else None
     )
-    scoring = _logits_fn(model, kind, device, params.amp)
+    scoring = logits_fn(model, kind, device, params.amp)
     monitor = params.early_stopping.metric
     maximise = monitor != "loss"
 

@@ -206,6 +206,12 @@ class TrainOptions(BaseModel):
     augment: AugmentParams = Field(default_factory=AugmentParams)
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     sampling: SamplingParams = Field(default_factory=SamplingParams)
+    calibrate: bool = Field(
+        True,
+        description="Fit a softmax temperature on the validation split after training (stored "
+        "with the model): the probability and confidence products become calibrated; the "
+        "class map does not change. The expected calibration error before and after is logged.",
+    )
     seed: int = Field(0, description="Seed of weights, shuffling, augmentation and dropout.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when present, else CPU."

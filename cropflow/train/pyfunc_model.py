@@ -58,7 +58,7 @@ class CropflowPyfunc(PythonModel):
         )
         with torch.no_grad():
             out = self.model(batch)
-        return torch.softmax(out.logits.float(), dim=1).numpy()
+        return self.model.probabilities(out.logits).numpy()
 
 
 mlflow.models.set_model(CropflowPyfunc())

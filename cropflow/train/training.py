@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from cropflow.classes import IGNORE_INDEX
 from cropflow.errors import ContractError, CropflowError, TrainingError
 from cropflow.settings import get_settings
+from cropflow.train.calibration import calibrate
 from cropflow.train.checkpoint import CheckpointStore
 from cropflow.train.data import TrainingData, load_training_data
 from cropflow.train.engine import (
@@ -73,6 +74,10 @@ class TrainResult(BaseModel):
     test: dict[str, float] = Field(default_factory=dict)
     checkpoint_dir: str
     resumed_from: int | None = None
+    calibration: dict[str, float] = Field(
+        default_factory=dict,
+        description="temperature and expected calibration error (val/test, before and after).",
+    )
 
 
 class TrainOutcome(BaseModel):
@@ -313,6 +318,12 @@ def train(
 
     try:
         device = pick_device(params.device)
+        calibration: dict[str, float] = {}
+        if params.calibrate:
+            calibration = calibrate(
+                result.model, data, device, params.effective_eval_batch_size, params.amp
+            )
+            logger.log_metrics(calibration, step=result.epochs_run)
         evals = [
             evaluate_split(
                 result.model,
@@ -344,7 +355,12 @@ def train(
     logger.set_tags({"cropflow.status": result.status})
     logger.finish()
     return base.model_copy(
-        update={"model_uri": model_uri, "val": val.summary(), "test": test.summary()}
+        update={
+            "model_uri": model_uri,
+            "val": val.summary(),
+            "test": test.summary(),
+            "calibration": calibration,
+        }
     )
 
 
