@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pystac
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.transform import from_origin
@@ -21,6 +22,7 @@ from test_cube_support import lonlat_footprint, write_cog
 
 from cropflow.cube import CubeParams, GridParams, open_cube, plan_cube, write_cube
 from cropflow.cube.composite import DB_FLOOR_LINEAR, masked_mean_db
+from cropflow.errors import EmptySearchError
 from cropflow.stac.profiles import CollectionProfile, get_profile
 
 CRS = "EPSG:32633"
@@ -176,3 +178,27 @@ def test_backscatter_defaults_to_the_linear_mean_in_db() -> None:
     s1 = _profile()
     assert s1.composite("vv") == "mean_db" and s1.composite("vh") == "mean_db"
     assert get_profile("earth-search-v1").composite("red") == "median"
+
+
+def test_one_orbit_direction_can_be_kept_apart(tmp_path: Path) -> None:
+    """Items alternate ascending (even) / descending (odd): a cube of one direction averages
+    its own scenes only; items that do not state their orbit cannot be filtered."""
+    days = [dt.date(2024, 6, d) for d in (3, 9, 15, 21)]
+    linear = [np.full(SHAPE, v, np.float32) for v in (0.01, 0.2, 0.03, 0.4)]
+    items = _s1_items(tmp_path / "cogs", days, linear)
+    both = plan_cube(items, _profile(), _cube_params())
+    asc = plan_cube(items, _profile(), _cube_params(orbit_state="ascending"))
+    desc = plan_cube(items, _profile(), _cube_params(orbit_state="descending"))
+    assert len({both.key, asc.key, desc.key}) == 3
+    values = {}
+    for name, plan in (("both", both), ("asc", asc), ("desc", desc)):
+        cube = open_cube(write_cube(plan, tmp_path / f"{name}.zarr", executor="local").uri)
+        values[name] = float(cube["vv"].values[0, 0, 0])
+    assert values["asc"] == pytest.approx(10 * np.log10(0.02), abs=1e-4)
+    assert values["desc"] == pytest.approx(10 * np.log10(0.3), abs=1e-4)
+    assert values["both"] == pytest.approx(10 * np.log10(0.16), abs=1e-4)
+
+    for item in items:
+        del item.properties["sat:orbit_state"]
+    with pytest.raises(EmptySearchError, match="none of the 4 items is from the ascending orbit"):
+        plan_cube(items, _profile(), _cube_params(orbit_state="ascending"))

@@ -124,6 +124,12 @@ class CubeParams(BaseModel):
         "to end, so the cube has the season's steps a model's contract names; steps after "
         "as_of stay empty (NaN, never gap-filled). Needs end. Unset: the whole season.",
     )
+    orbit_state: Literal["any", "ascending", "descending"] = Field(
+        "any",
+        description="Radar (Sentinel-1): keep the items of one orbit direction only (their "
+        "sat:orbit_state), for a cube per direction (their geometry and look angle differ); "
+        "any: both directions composited together.",
+    )
     indices: list[str] | None = Field(
         None,
         description="Spectral indices by name, computed from the composites: "

@@ -213,7 +213,10 @@ class CubePlan(BaseModel):
         any signature or credential, band of the file, radiometry), the mask, format."""
         return {
             "format": CUBE_FORMAT,
-            "params": self.params.model_dump(mode="json"),
+            # orbit_state at its default is left out: cubes planned before it keep their key
+            "params": self.params.model_dump(
+                mode="json", exclude={"orbit_state"} if self.params.orbit_state == "any" else None
+            ),
             "grid": self.grid.model_dump(mode="json"),
             "axis": self.axis.model_dump(mode="json"),
             "items": [
@@ -638,6 +641,21 @@ def _time_axis(params: CubeParams, days: Sequence[tuple[date, datetime]]) -> Tim
     return acquisition_axis([(d, t) for d, t in days if first <= d <= last])
 
 
+def _of_orbit(items: list[pystac.Item], orbit_state: str) -> list[pystac.Item]:
+    """The items of one orbit direction (``sat:orbit_state``); all of them for ``any``."""
+    if orbit_state == "any":
+        return items
+    kept = [i for i in items if i.properties.get("sat:orbit_state") == orbit_state]
+    if not kept:
+        seen = sorted({str(i.properties.get("sat:orbit_state")) for i in items})
+        raise EmptySearchError(
+            f"none of the {len(items)} items is from the {orbit_state} orbit direction (their "
+            f"sat:orbit_state: {', '.join(seen)})",
+            hint="set orbit_state: any, or search a collection whose items state their orbit",
+        )
+    return kept
+
+
 def plan_cube(
     items: Sequence[pystac.Item],
     profile: CollectionProfile,
@@ -653,6 +671,7 @@ def plan_cube(
         raise EmptySearchError(
             "no items to build a cube from", hint="widen the search (area, dates, cloud cover)"
         )
+    items = _of_orbit(items, params.orbit_state)
     params, mask, info = resolve_params(profile, params, items)
     bands = list(params.bands or [])
     read_bands = [*bands, *([mask.band] if mask else [])]
