@@ -286,3 +286,22 @@ def test_selection_works_for_patch_models(tmp_path: Path) -> None:
         assert math.isfinite(h["sampling_selected_loss"]) and math.isfinite(
             h["sampling_irreducible_loss"]
         )
+
+
+def test_rho_loss_warns_when_the_holdout_model_sees_classes_too_rarely(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cropflow.train.training import RHO_MIN_VAL_PER_CLASS, holdout_warning
+
+    small = synthetic_training_data("pixel", sizes=(60, 12, 12), n_time=5)  # ~4 per class
+    big = synthetic_training_data("pixel", sizes=(60, 90, 12), n_time=5)  # ~30 per class
+    rho = _params(tmp_path, sampling={"strategy": "rho_loss"}, epochs=1)
+    assert holdout_warning(big, rho) is None
+    assert holdout_warning(small, _params(tmp_path)) is None, "only rho_loss has a holdout"
+    message = holdout_warning(small, rho)
+    assert message is not None and f"fewer than {RHO_MIN_VAL_PER_CLASS}" in message
+    assert "wheat (" in message and "larger val split" in message
+    result = train(rho, data=small)
+    assert "holdout model" in caplog.text
+    tags = MlflowClient(tracking_uri=result.tracking_uri).get_run(result.run_id).data.tags
+    assert "holdout model" in tags["cropflow.warning"]

@@ -164,6 +164,32 @@ def small_val_warning(data: TrainingData, min_units: int) -> str | None:
     )
 
 
+#: RHO-Loss: fewest val samples per class for a trustworthy holdout (irreducible-loss) model.
+RHO_MIN_VAL_PER_CLASS = 10
+
+
+def holdout_warning(data: TrainingData, params: TrainParams) -> str | None:
+    """A warning when RHO-Loss's holdout model would learn a class from fewer than
+    :data:`RHO_MIN_VAL_PER_CLASS` val samples: its irreducible losses are then noise and the
+    selection starves those classes (measured: below uniform sampling, benchmarks/RESULTS.md)."""
+    if params.sampling.strategy != "rho_loss":
+        return None
+    val = data.split("val")
+    labels = val.y.reshape(len(val), -1)
+    names = data.class_map.names
+    counts = {n: int((labels == i).any(axis=1).sum()) for i, n in enumerate(names)}
+    thin = sorted(n for n, c in counts.items() if c < RHO_MIN_VAL_PER_CLASS)
+    if not thin:
+        return None
+    shown = ", ".join(f"{n} ({counts[n]})" for n in thin[:8]) + (" ..." if len(thin) > 8 else "")
+    return (
+        f"sampling rho_loss: the holdout model learns {len(thin)} of {len(names)} classes from "
+        f"fewer than {RHO_MIN_VAL_PER_CLASS} val samples each ({shown}): its irreducible "
+        "losses are noisy and the selection may starve those classes; use sampling loss or "
+        "uniform, or give the training set a larger val split"
+    )
+
+
 def _check_resumable(store: CheckpointStore, contract: InputContract) -> None:
     """A resumed run must see the same bands and classes as before."""
     path = store.directory / "contract.json"
@@ -253,10 +279,18 @@ def train(
     elif state.history:  # the last epoch may have been checkpointed but not logged
         _log_history_entry(logger, state.history[-1])
     logger.set_tags({"cropflow.status": "running", "cropflow.checkpoint_dir": str(store.directory)})
-    small = small_val_warning(data, params.early_stopping.min_val_units)
-    if small is not None:
-        log.warning(small)
-        logger.set_tags({"cropflow.warning": small})
+    warnings = [
+        w
+        for w in (
+            small_val_warning(data, params.early_stopping.min_val_units),
+            holdout_warning(data, params),
+        )
+        if w is not None
+    ]
+    for w in warnings:
+        log.warning(w)
+    if warnings:
+        logger.set_tags({"cropflow.warning": "; ".join(warnings)[:4000]})
 
     clock = {"last": time.perf_counter()}
 
