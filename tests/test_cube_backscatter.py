@@ -202,3 +202,32 @@ def test_one_orbit_direction_can_be_kept_apart(tmp_path: Path) -> None:
         del item.properties["sat:orbit_state"]
     with pytest.raises(EmptySearchError, match="none of the 4 items is from the ascending orbit"):
         plan_cube(items, _profile(), _cube_params(orbit_state="ascending"))
+
+
+def test_a_model_trained_on_linear_power_refuses_a_db_cube(tmp_path: Path) -> None:
+    from cropflow.classes import ClassDef, ClassMap
+    from cropflow.errors import ContractError
+    from cropflow.predict.cube import inspect_cube
+    from cropflow.predict.run import check_backscatter_scale
+    from models.contract import BandStats, InputContract
+
+    days = [dt.date(2024, 6, 3), dt.date(2024, 6, 15)]
+    items = _s1_items(tmp_path / "cogs", days, [np.full(SHAPE, 0.05, np.float32)] * 2)
+    uri = write_cube(plan_cube(items, _profile(), _cube_params()), tmp_path / "db.zarr").uri
+    info = inspect_cube(uri)
+    assert info.units == {"vv": "dB", "vh": "dB"}
+
+    def contract(mean: float) -> InputContract:
+        return InputContract(
+            bands=["vv", "vh"],
+            input_kind="pixel",
+            time_kind="composite",
+            n_time=1,
+            normalisation={b: BandStats(mean=mean, std=1.0) for b in ("vv", "vh")},
+            class_map=ClassMap(classes=[ClassDef(id=1, name="a"), ClassDef(id=2, name="b")]),
+        )
+
+    check_backscatter_scale(contract(-14.0), info)  # trained on dB: fine
+    with pytest.raises(ContractError, match="trained on vv in linear power") as err:
+        check_backscatter_scale(contract(0.06), info)
+    assert "composite: mean" in str(err.value.hint)

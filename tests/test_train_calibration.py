@@ -127,3 +127,25 @@ def test_weights_saved_before_calibration_load_with_temperature_one(tmp_path: Pa
     for k, v in model.state_dict().items():
         if k != "temperature":
             assert torch.equal(old.state_dict()[k], v)
+
+
+def test_the_model_identity_changes_with_a_fitted_temperature_only() -> None:
+    """Uncalibrated weights hash as they did before the temperature existed (so earlier
+    predictions resume); a fitted temperature is another model (other probabilities)."""
+    import hashlib
+
+    from cropflow.predict.model import ModelBundle
+
+    data = synthetic_training_data("pixel", sizes=(8, 4, 4), n_time=5)
+    model = build_model(parse_model_config({"name": "tempcnn"}), data.contract())
+    bundle = ModelBundle(model=model, contract=data.contract(), uri="memory://m")
+    before = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        if key == "temperature":
+            continue
+        t = tensor.detach().cpu().contiguous()
+        before.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
+        before.update(t.numpy().tobytes())
+    assert bundle.weights_digest() == before.hexdigest()[:20]
+    model.temperature.fill_(1.7)
+    assert bundle.weights_digest() != before.hexdigest()[:20]

@@ -7,6 +7,7 @@ Real tiny models on synthetic data with known label noise; MLflow on a SQLite st
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from pathlib import Path
@@ -305,3 +306,30 @@ def test_rho_loss_warns_when_the_holdout_model_sees_classes_too_rarely(
     assert "holdout model" in caplog.text
     tags = MlflowClient(tracking_uri=result.tracking_uri).get_run(result.run_id).data.tags
     assert "holdout model" in tags["cropflow.warning"]
+
+
+def test_a_candidate_without_labels_is_picked_last_by_every_rule() -> None:
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    t = Tensors(
+        x=torch.zeros(3, 2, 1),
+        y=torch.tensor([1, 0, IGNORE_INDEX]),  # the third has no label: loss -inf
+        dates=torch.zeros(3, 2, dtype=torch.long),
+        pad_mask=torch.zeros(3, 2, dtype=torch.bool),
+    )
+
+    def logits_of(batch: Tensors) -> torch.Tensor:
+        return logits
+
+    irreducible = torch.tensor([0.1, 0.1, -math.inf])  # the holdout cannot score it either
+    for irr in (None, irreducible):
+        scores, _ = score_batch(logits_of, t, irr)
+        assert select_top(scores, 3).tolist()[-1] == 2, irr
+        assert set(select_top(scores, 2).tolist()) == {0, 1}
+
+
+def test_the_run_key_keeps_earlier_checkpoints_and_tells_selections_apart(tmp_path: Path) -> None:
+    base = _params(tmp_path)
+    assert _params(tmp_path, sampling={"strategy": "uniform"}).run_key() == base.run_key()
+    assert _params(tmp_path, calibrate=False).run_key() == base.run_key()
+    assert _params(tmp_path, sampling={"strategy": "rho_loss"}).run_key() != base.run_key()
+    assert "sampling" not in json.dumps(base.model_dump(mode="json", exclude={"sampling"}))

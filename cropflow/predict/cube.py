@@ -44,6 +44,8 @@ class CubeInfo:
     """In-season cube: the day it was cut at (ISO date); None for a whole season."""
     observed_steps: int | None = None
     """In-season cube: leading steps that may hold data (None: every step)."""
+    units: dict[str, str] = field(default_factory=dict)
+    """Units of the bands that state them (the cube's ``units`` attributes)."""
 
     @property
     def n_time(self) -> int:
@@ -127,6 +129,7 @@ def inspect_cube(uri: str, check_complete: bool = True) -> CubeInfo:
         degraded=degraded,
         as_of=None if as_of is None else str(as_of),
         observed_steps=int(observed) if as_of is not None and observed is not None else None,
+        units={b: str(ds[b].attrs["units"]) for b in bands if "units" in ds[b].attrs},
     )
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from cropflow.classes import ClassMap
-from models.base import Batch, ModelOutput
+from models.base import TEMPERATURE_KEY, Batch, ModelOutput
 from models.contract import InputContract
 
 
@@ -43,10 +43,13 @@ class ModelBundle:
         return self.contract.input_kind
 
     def weights_digest(self) -> str:
-        """A hash of the weights (names, shapes, dtypes and values of the state dict)."""
+        """A hash of the weights (names, shapes, dtypes and values of the state dict; the
+        calibration temperature when it is not 1)."""
         digest = hashlib.sha256()
         for key, tensor in sorted(self.model.state_dict().items()):
             t = tensor.detach().cpu().contiguous()
+            if key.endswith(TEMPERATURE_KEY) and t.numel() == 1 and float(t) == 1.0:
+                continue  # uncalibrated: the digest models had before calibration existed
             digest.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
             digest.update(t.numpy().tobytes())
         return digest.hexdigest()[:20]

@@ -148,6 +148,7 @@ def check_contract(contract: InputContract, cube: CubeInfo, fields: str | None) 
             f"(it has {sorted(contract.normalisation)})",
             hint="retrain the model; its training set must store statistics for every band",
         )
+    check_backscatter_scale(contract, cube)
     if contract.input_kind == "patch" and not contract.patch_size:
         raise ContractError(
             "patch model contract has no patch_size",
@@ -157,6 +158,30 @@ def check_contract(contract: InputContract, cube: CubeInfo, fields: str | None) 
         raise ConfigError(
             "a field model needs field polygons, but no fields were given",
             hint="pass fields=<path of a GeoPackage/GeoParquet of field polygons>",
+        )
+
+
+def check_backscatter_scale(contract: InputContract, cube: CubeInfo) -> None:
+    """Refuse backscatter in dB for a model trained on linear power, and the reverse.
+
+    Cubes written since backscatter is composited as ``mean_db`` hold dB (mean of a season's
+    backscatter below 0); older ones, and ``composite: mean``, hold linear power (always above
+    0). The model's normalisation mean for the band tells which one it was trained on.
+    """
+    for band in contract.bands:
+        unit = cube.units.get(band, "").lower()
+        mean = contract.normalisation[band].mean
+        if unit == "db" and mean > 0:
+            trained, given, rule = "linear power", "dB", "mean"
+        elif unit == "linear power" and mean < 0:
+            trained, given, rule = "dB", "linear power", "mean_db"
+        else:
+            continue
+        raise ContractError(
+            f"the model was trained on {band} in {trained} (normalisation mean {mean:.3g}) but "
+            f"cube {cube.uri} holds {band} in {given}",
+            hint="retrain the model on a cube built like this one, or build the cube with the "
+            f"composite the model was trained on (composite: {rule} in the profile's band)",
         )
 
 

@@ -102,10 +102,16 @@ def split_logits(
     larger), from ``logits_of(tensors) -> logits``."""
     parts: list[Tensor] = []
     targets: list[Tensor] = []
+    gen = torch.Generator().manual_seed(seed)
+    n_batches = max(1, -(-len(split) // batch_size))
+    per_batch = max(1, -(-MAX_FIT // n_batches))  # keeps memory bounded for patch splits
     with torch.no_grad():
         for idx in batch_indices(len(split), batch_size, None):
             t = take(split, idx, norm)
             lg, yy = labelled_logits(logits_of(t), t.y, ignore_index)
+            if len(yy) > per_batch:
+                pick = torch.randperm(len(yy), generator=gen)[:per_batch]
+                lg, yy = lg[pick], yy[pick]
             parts.append(lg)
             targets.append(yy)
     if not parts:

@@ -469,6 +469,7 @@ def fit(
                     t,
                     None if irreducible is None else irreducible[idx],
                     model.ignore_index,
+                    chunk=params.effective_eval_batch_size,
                 )
                 model.train()
                 pos = sel.select_top(scores, params.batch_size)

@@ -323,8 +323,11 @@ class TrainParams(TrainOptions):
                 "registered_model",
                 "run_name",
                 "device",
+                "calibrate",  # after training: the checkpoints do not depend on it
             },
         )
+        if self.sampling == SamplingParams():  # as keyed before sampling existed
+            shaping.pop("sampling", None)
         blob = json.dumps(shaping, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -56,10 +56,12 @@ def per_sample_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_I
 
 
 def selection_scores(train_loss: Tensor, irreducible: Tensor | None) -> Tensor:
-    """Reducible loss (``train_loss - irreducible``) or, without a holdout model, the loss."""
+    """Reducible loss (``train_loss - irreducible``) or, without a holdout model, the loss.
+    A sample without a labelled target (loss ``-inf``) scores ``-inf``: it is picked last."""
     if irreducible is None:
         return train_loss
-    return train_loss - irreducible.to(train_loss.device, train_loss.dtype)
+    reducible = train_loss - irreducible.to(train_loss.device, train_loss.dtype)
+    return torch.where(torch.isfinite(train_loss), reducible, torch.full_like(reducible, -math.inf))
 
 
 def select_top(scores: Tensor, k: int) -> Tensor:
@@ -67,7 +69,8 @@ def select_top(scores: Tensor, k: int) -> Tensor:
     if k <= 0:
         raise ValueError(f"select_top needs k >= 1, got {k}")
     k = min(k, int(scores.numel()))
-    order = torch.sort(scores.detach().float().cpu(), descending=True, stable=True).indices
+    safe = torch.nan_to_num(scores.detach().float().cpu(), nan=-math.inf)
+    order = torch.sort(safe, descending=True, stable=True).indices
     return order[:k]
 
 
@@ -93,9 +96,17 @@ def score_batch(
     t: Tensors,
     irreducible: Tensor | None,
     ignore_index: int = IGNORE_INDEX,
+    chunk: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """``(scores, losses)`` of a candidate batch: the selection score and the training loss."""
-    losses = per_sample_loss(logits_of(t), t.y, ignore_index).cpu()
+    """``(scores, losses)`` of a candidate batch: the selection score and the training loss,
+    scored ``chunk`` samples at a time (all at once when None)."""
+    n = int(t.y.shape[0])
+    step = n if chunk is None else max(1, chunk)
+    parts = []
+    for start in range(0, n, step):
+        part = subset(t, torch.arange(start, min(n, start + step)))
+        parts.append(per_sample_loss(logits_of(part), part.y, ignore_index).cpu())
+    losses = torch.cat(parts) if parts else torch.zeros(0)
     return selection_scores(losses, irreducible), losses
 
 
