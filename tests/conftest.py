@@ -67,3 +67,21 @@ def client() -> Iterator[Any]:
         Client(cluster) as c,
     ):
         yield c
+
+
+@pytest.fixture
+def test_mlflow(
+    session_root: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> str:
+    """MLflow on the session's training store (one SQLite file: creating one takes seconds),
+    with a registered model of this test's own; returns the tracking URI. Modules whose every
+    test trains use it with ``pytestmark = pytest.mark.usefixtures("test_mlflow")``."""
+    import re
+
+    folder = session_root / "train-mlflow"
+    folder.mkdir(exist_ok=True)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    monkeypatch.setenv("CROPFLOW_MLFLOW__TRACKING_URI", uri)
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)
+    monkeypatch.setenv("CROPFLOW_MLFLOW__REGISTERED_MODEL", f"{request.module.__name__}-{name}")
+    return uri

@@ -3,7 +3,6 @@ stored with the model and used by every probability it gives (prediction, pyfunc
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +17,7 @@ from models.base import Batch, build_model
 from models.configs import parse_model_config
 from models.serialization import WEIGHTS_FILE, load_model, save_model
 
-
-@pytest.fixture(autouse=True)
-def mlflow_env(session_root: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    folder = session_root / "calibration-mlflow"
-    folder.mkdir(exist_ok=True)
-    monkeypatch.setenv("CROPFLOW_MLFLOW__TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-    name = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)
-    monkeypatch.setenv("CROPFLOW_MLFLOW__REGISTERED_MODEL", f"calibration-{name}")
+pytestmark = pytest.mark.usefixtures("test_mlflow")
 
 
 def test_ece_by_hand() -> None:

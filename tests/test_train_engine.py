@@ -29,19 +29,7 @@ from models.base import CropflowModel
 TINY_TEMPCNN = {"name": "tempcnn", "conv_widths": [8], "hidden_size": 16, "dropout": 0.2}
 
 
-@pytest.fixture(scope="module")
-def mlflow_uri(session_root: Path) -> str:
-    """One SQLite store for the session's training tests (creating one takes seconds)."""
-    folder = session_root / "train-mlflow"
-    folder.mkdir(exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}"
-
-
-@pytest.fixture(autouse=True)
-def mlflow_env(mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("CROPFLOW_MLFLOW__TRACKING_URI", mlflow_uri)
-    name = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)
-    monkeypatch.setenv("CROPFLOW_MLFLOW__REGISTERED_MODEL", f"engine-{name}")
+pytestmark = pytest.mark.usefixtures("test_mlflow")
 
 
 def _params(tmp_path: Path, **kw: object) -> TrainParams:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +31,7 @@ from models.base import CropflowModel, build_model
 TINY_TEMPCNN = {"name": "tempcnn", "conv_widths": [8], "hidden_size": 16, "dropout": 0.0}
 
 
-@pytest.fixture(autouse=True)
-def mlflow_env(session_root: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    folder = session_root / "sampling-mlflow"
-    folder.mkdir(exist_ok=True)
-    monkeypatch.setenv("CROPFLOW_MLFLOW__TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-    name = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)
-    monkeypatch.setenv("CROPFLOW_MLFLOW__REGISTERED_MODEL", f"sampling-{name}")
+pytestmark = pytest.mark.usefixtures("test_mlflow")
 
 
 def _params(tmp_path: Path, **kw: object) -> TrainParams:
