@@ -9,11 +9,12 @@ Nothing here knows MLflow: callers log through ``on_epoch_end``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, cast
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -301,6 +302,20 @@ def logits_fn(
     return run
 
 
+def _optimise(
+    model: torch.nn.Module,
+    optimiser: torch.optim.Optimizer,
+    loss: Tensor,
+    grad_clip: float | None,
+) -> None:
+    """One optimisation step: backward, clip the gradient norm (when set), step."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimiser.step()
+
+
 def irreducible_losses(
     template: CropflowModel, data: TrainingData, params: TrainParams, device: torch.device
 ) -> Tensor:
@@ -320,7 +335,7 @@ def irreducible_losses(
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(params.seed + 1)
-        holdout = cast(CropflowModel, sel.fresh_copy(template))
+        holdout = copy.deepcopy(template)
         holdout.to(device).train()
         optimiser = torch.optim.AdamW(
             holdout.parameters(), lr=params.lr, weight_decay=params.weight_decay
@@ -333,11 +348,7 @@ def irreducible_losses(
                 with autocast(device, params.amp):
                     out = holdout(batch)
                 loss = compute_loss(holdout, out, t.y.to(device), weight, params)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                if params.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(holdout.parameters(), params.grad_clip)
-                optimiser.step()
+                _optimise(holdout, optimiser, loss, params.grad_clip)
         holdout.eval()
         batches = (
             (idx.numpy(), take(train, idx, norm))
@@ -495,11 +506,7 @@ def fit(
                     hint="lower lr, keep grad_clip on, and check the training set for "
                     "extreme values; rerun with resume=True to continue from the checkpoint",
                 )
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            if params.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)
-            optimiser.step()
+            _optimise(model, optimiser, loss, params.grad_clip)
             scheduler.step()
             loss_sum += value * int(idx.numel())
             n_seen += int(idx.numel())

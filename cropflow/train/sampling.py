@@ -17,7 +17,6 @@ here is a small pure function; :func:`cropflow.train.engine.fit` wires them in.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterable
 
@@ -122,8 +121,3 @@ def losses_over(
     for idx, t in batches:
         out[torch.from_numpy(idx)] = per_sample_loss(logits_of(t), t.y, ignore_index).cpu()
     return out
-
-
-def fresh_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """An independent copy of ``model`` (its weights as they are now)."""
-    return copy.deepcopy(model)
