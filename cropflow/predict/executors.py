@@ -208,11 +208,17 @@ class ModelPayload:
     """In-season "forecast" maps: the forecaster's config, contract and weights."""
     tta: str = "none"
     """Test-time augmentation (the bundle's)."""
+    members: tuple[ModelPayload, ...] = ()
+    """An ensemble (PredictOptions.ensemble): its members, each as a payload."""
 
     @classmethod
     def of(cls, model: nn.Module, contract: InputContract) -> ModelPayload:
+        from models.ensemble import ModelEnsemble
         from models.forecaster import CompletedSeasonModel
 
+        if isinstance(model, ModelEnsemble):
+            members = tuple(cls.of(m, getattr(m, "contract")) for m in model.members)  # noqa: B009
+            return cls(uuid.uuid4().hex, contract.model_dump_json(), None, None, members=members)
         if isinstance(model, CompletedSeasonModel):
             inner = cls.of(model.classifier, model.classifier_contract)
             f = model.forecaster
@@ -231,7 +237,9 @@ class ModelPayload:
         with _BUILT_LOCK:
             if self.token not in _BUILT:
                 contract = InputContract.model_validate_json(self.contract_json)
-                if self.module is not None:
+                if self.members:
+                    model = self._ensemble()
+                elif self.module is not None:
                     model = self.module
                 else:
                     from models.base import build_model
@@ -255,6 +263,22 @@ class ModelPayload:
                     _BUILT.pop(next(iter(_BUILT)))
                 _BUILT[self.token] = (model.eval(), contract)
             return _BUILT[self.token]
+
+    def _ensemble(self) -> nn.Module:
+        """The ensemble of the members' models (built here, outside the cache)."""
+        from models.base import CropflowModel, build_model
+        from models.configs import parse_model_config
+        from models.ensemble import ModelEnsemble
+
+        members: list[CropflowModel] = []
+        for p in self.members:
+            member = build_model(
+                parse_model_config(str(p.config_json)),
+                InputContract.model_validate_json(p.contract_json),
+            )
+            member.load_state_dict(p.state or {})
+            members.append(member)
+        return ModelEnsemble(members)
 
 
 _BUILT: dict[str, tuple[nn.Module, InputContract]] = {}

@@ -8,7 +8,9 @@ from. :func:`load_bundle` gets one from the MLflow registry (by alias or URI) th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from cropflow.classes import ClassMap
+from cropflow.errors import ConfigError
 from models.base import TEMPERATURE_KEY, Batch, ModelOutput
 from models.contract import InputContract
 
@@ -33,6 +36,8 @@ class ModelBundle:
     name: str | None = None
     tta: str = "none"
     """Test-time augmentation of patch/field models (PredictOptions.tta)."""
+    members: tuple[str, ...] = ()
+    """URIs of the models averaged with this one (PredictOptions.ensemble); empty: alone."""
 
     @property
     def class_map(self) -> ClassMap:
@@ -77,11 +82,41 @@ def load_bundle(spec: str | None = None, registered_model: str | None = None) ->
     )
 
 
+def with_ensemble(
+    bundle: ModelBundle, specs: Sequence[str], registered_model: str | None = None
+) -> ModelBundle:
+    """``bundle`` averaged with the models ``specs`` name (aliases or versions of
+    ``registered_model``, or MLflow URIs): a :class:`models.ensemble.ModelEnsemble`. Refuses
+    members trained for another input or class map, naming them."""
+    if not specs:
+        return bundle
+    from models.base import CropflowModel
+    from models.ensemble import ModelEnsemble
+
+    loaded = [load_bundle(spec, registered_model) for spec in specs]
+    members = [bundle, *loaded]
+    models: list[CropflowModel] = []
+    for m in members:
+        if not isinstance(m.model, CropflowModel):
+            raise ConfigError(
+                f"model {m.uri} cannot join an ensemble (it is a {type(m.model).__name__})",
+                hint="ensemble plain registered models",
+            )
+        models.append(m.model)
+    uris = [m.uri for m in members]
+    if len(set(uris)) < len(uris):
+        raise ConfigError(
+            f"the ensemble names one model twice: {uris}",
+            hint="give each member once (the model itself is always a member)",
+        )
+    ensemble = ModelEnsemble(models, names=uris)
+    return dataclasses.replace(bundle, model=ensemble.eval(), members=tuple(m.uri for m in loaded))
+
+
 def with_forecaster(bundle: ModelBundle) -> ModelBundle:
     """``bundle`` completed by the season forecaster trained beside it (strategy "forecast"
     of an in-season map): its model forecasts the unobserved end of each series, then
     classifies the whole season."""
-    from cropflow.errors import ConfigError
     from cropflow.train.forecast import load_run_forecaster
     from models.forecaster import CompletedSeasonModel
 
@@ -100,6 +135,7 @@ def with_forecaster(bundle: ModelBundle) -> ModelBundle:
         version=bundle.version,
         name=bundle.name,
         tta=bundle.tta,
+        members=bundle.members,
     )
 
 

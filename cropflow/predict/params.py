@@ -99,6 +99,17 @@ class PredictOptions(BaseModel):
         "passes. Pixel models see no geometry: refused for them.",
     )
 
+    ensemble: list[str] = Field(
+        default_factory=list,
+        title="Ensemble members",
+        description="Further models whose class probabilities are averaged with the model's "
+        "(each calibrated by its own temperature): registry aliases or versions of the "
+        "registered model, or MLflow model URIs, e.g. the same family trained with other "
+        "seeds. They must take the model's bands, steps and normalisation and give its "
+        "classes. The class, probability and confidence products then show the average. "
+        "Costs one forward pass per member. Empty: the model alone.",
+    )
+
     @field_validator("batch_size", mode="before")
     @classmethod
     def _batch_from_text(cls, value: object) -> object:

@@ -37,7 +37,13 @@ from cropflow.predict.executors import (
     run_local,
 )
 from cropflow.predict.fields import load_fields, pixel_window
-from cropflow.predict.model import ModelBundle, days_since_epoch, load_bundle, with_forecaster
+from cropflow.predict.model import (
+    ModelBundle,
+    days_since_epoch,
+    load_bundle,
+    with_ensemble,
+    with_forecaster,
+)
 from cropflow.predict.params import AUTO_BATCH, PredictParams
 from cropflow.predict.store import (
     discard,
@@ -336,6 +342,8 @@ def _store_meta(
     extra: dict[str, Any] = {"kind": kind, "patch": patch, "stride": stride, "blend": params.blend}
     if bundle.tta != "none":  # averaged views are another map (absent: stores before tta)
         extra["tta"] = bundle.tta
+    if bundle.members:  # the ensemble's weights are in the identity; its members named here
+        extra["ensemble"] = list(bundle.members)
     if kind == "field":  # fields shape a field model's map; for others they are a product
         extra |= {"fields": _stamp(params.fields), "field_id_column": params.field_id_column}
     return {
@@ -365,6 +373,7 @@ def _store_meta(
         },
         "class_map": bundle.class_map.model_dump(mode="json"),
         "tta": bundle.tta,
+        "ensemble": list(bundle.members),
         "tile_size": params.tile_size,
         "bands": list(bundle.contract.bands),
     }
@@ -420,6 +429,7 @@ def predict(
     """
     started = time.perf_counter()
     bundle = model if model is not None else load_bundle(params.model, params.registered_model)
+    bundle = with_ensemble(bundle, params.ensemble, params.registered_model)
     cube = inspect_cube(params.cube)
     bundle = with_tta(in_season_bundle(bundle, cube, params.in_season), params.tta)
     check_contract(bundle.contract, cube, params.fields)  # before any pixel is read
