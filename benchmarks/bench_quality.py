@@ -43,6 +43,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "epochs=30 (no min_steps)": {"epochs": 30},
     "class_weighting=none": {"class_weighting": "none"},
+    "date_dropout=0.3": {"augment": {"date_dropout": 0.3}},
+    "noise_std=0.1": {"augment": {"noise_std": 0.1}},
 }
 METRICS = ("overall_accuracy", "macro_f1", "kappa")
 

@@ -151,17 +151,85 @@ class Normaliser:
         return torch.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def _span(any_: npt.NDArray[np.bool_]) -> tuple[int, int]:
+    """First and one-past-last True of a 1-D mask ((0, 0) when none)."""
+    hit = np.flatnonzero(any_)
+    return (int(hit[0]), int(hit[-1]) + 1) if hit.size else (0, 0)
+
+
+def field_window(masks: npt.NDArray[np.bool_]) -> tuple[slice, slice]:
+    """The smallest centred square of the canvases ``masks`` ``[B, S, S]`` that holds every
+    field pixel of the batch. Field models see nothing outside their field, so a batch cut to
+    it gives the same output at a fraction of the cost (a canvas is as large as the largest
+    field of the whole training set)."""
+    side_full = masks.shape[-1]
+    r0, r1 = _span(np.asarray(masks.any(axis=(0, 2)), dtype=bool))
+    c0, c1 = _span(np.asarray(masks.any(axis=(0, 1)), dtype=bool))
+    side = max(r1 - r0, c1 - c0, 1)
+
+    def centred(lo: int, hi: int) -> slice:
+        start = min(max(0, (lo + hi - side) // 2), side_full - side)  # holds [lo, hi)
+        return slice(start, start + side)
+
+    return centred(r0, r1), centred(c0, c1)
+
+
 def take(split: SplitArrays, idx: torch.Tensor, norm: Normaliser) -> Tensors:
-    """Samples ``idx`` of a split as normalised CPU tensors."""
+    """Samples ``idx`` of a split as normalised CPU tensors (field canvases cut to the
+    batch's :func:`field_window`)."""
     i = idx.numpy()
     fm = split.field_mask
+    x = split.x[i]
+    masks = None
+    if fm is not None:
+        masks = fm[i]
+        rows, cols = field_window(masks)
+        x, masks = x[..., rows, cols], masks[:, rows, cols]
     return Tensors(
-        x=norm(torch.from_numpy(np.ascontiguousarray(split.x[i], dtype=np.float32))),
+        x=norm(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))),
         y=torch.from_numpy(np.ascontiguousarray(split.y[i], dtype=np.int64)),
         dates=torch.from_numpy(np.ascontiguousarray(split.dates[i], dtype=np.int64)),
         pad_mask=torch.from_numpy(np.ascontiguousarray(split.pad_mask[i], dtype=np.bool_)),
-        field_mask=None if fm is None else torch.from_numpy(np.ascontiguousarray(fm[i])),
+        field_mask=None if masks is None else torch.from_numpy(np.ascontiguousarray(masks)),
     )
+
+
+def field_extents(masks: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+    """``[N]``: the side of each field's bounding box on its canvas (0 for an empty mask)."""
+    rows = np.asarray(masks.any(axis=2), dtype=bool)
+    cols = np.asarray(masks.any(axis=1), dtype=bool)
+    out = np.zeros(len(masks), np.int64)
+    for k in range(len(masks)):
+        r0, r1 = _span(rows[k])
+        c0, c1 = _span(cols[k])
+        out[k] = max(r1 - r0, c1 - c0)
+    return out
+
+
+#: Batches of similar-sized fields are drawn from windows of this many batches.
+SIZE_WINDOW_BATCHES = 8
+
+
+def sized_batches(
+    sizes: npt.NDArray[np.int64], batch_size: int, gen: torch.Generator
+) -> Iterator[torch.Tensor]:
+    """Shuffled index batches of samples of similar ``sizes`` (field extents): a random
+    order cut into windows of :data:`SIZE_WINDOW_BATCHES` batches, each window sorted by size
+    and cut into batches, the batches shuffled. As many batches as :func:`batch_indices`
+    (a batch of one sample dropped), each sample once per epoch; a batch's canvas is then
+    about as large as its own fields, not the largest field of the set."""
+    n = len(sizes)
+    order = torch.randperm(n, generator=gen).numpy()
+    window = batch_size * SIZE_WINDOW_BATCHES
+    batches: list[npt.NDArray[np.int64]] = []
+    for start in range(0, n, window):
+        chunk = order[start : start + window]
+        chunk = chunk[np.argsort(sizes[chunk], kind="stable")]
+        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+    for b in torch.randperm(len(batches), generator=gen).tolist():
+        if len(batches[b]) == 1 and n > 1:
+            continue
+        yield torch.from_numpy(np.ascontiguousarray(batches[b], dtype=np.int64))
 
 
 def batch_indices(n: int, batch_size: int, gen: torch.Generator | None) -> Iterator[torch.Tensor]:

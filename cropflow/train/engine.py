@@ -27,7 +27,15 @@ from cropflow.errors import ConfigError, TrainingError
 from cropflow.train import sampling as sel
 from cropflow.train.augment import Tensors, augment
 from cropflow.train.checkpoint import CheckpointStore, RngState, TrainState
-from cropflow.train.data import Normaliser, SplitArrays, TrainingData, batch_indices, take
+from cropflow.train.data import (
+    Normaliser,
+    SplitArrays,
+    TrainingData,
+    batch_indices,
+    field_extents,
+    sized_batches,
+    take,
+)
 from cropflow.train.metrics import Evaluation, evaluate_labels
 from cropflow.train.params import TrainParams
 from models.base import Batch, CropflowModel, ModelOutput
@@ -422,6 +430,8 @@ def fit(
     norm = Normaliser(data.bands, data.normalisation)
     kind = date_kind_of(model)
     spatial = data.input_kind in ("patch", "field")
+    fm = train_split.field_mask
+    extents = None if fm is None else field_extents(fm)
     strategy = params.sampling.strategy
     irreducible = (
         irreducible_losses(model, data, params, device) if strategy == "rho_loss" else None
@@ -466,8 +476,10 @@ def fit(
         loss_sum, n_seen = 0.0, 0
         picked: list[Tensor] = []
         offered: list[Tensor] = []
-        if strategy == "uniform":
-            steps: Iterator[Tensor] = batch_indices(n_train, params.batch_size, gen)
+        if strategy == "uniform" and extents is not None:  # fields: similar sizes together
+            steps: Iterator[Tensor] = sized_batches(extents, params.batch_size, gen)
+        elif strategy == "uniform":
+            steps = batch_indices(n_train, params.batch_size, gen)
         else:
             size = params.sampling.candidates * params.batch_size
             steps = (sel.candidate_indices(n_train, size, gen) for _ in range(steps_per_epoch))
