@@ -7,7 +7,10 @@ Data sets (both real, from ``../shared/fixtures/real/``):
   imported with :func:`cropflow.labels.build.import_sample_tables` (val carved from train by
   polygon, as a user's import does);
 * ``temporalcnn-ndvi``: the same pixels as one band, NDVI = (NIR - R) / (NIR + R), written as
-  a one-band table and imported the same way: the most common real input (one index series).
+  a one-band table and imported the same way: the most common real input (one index series);
+* ``demo`` (opt-in with ``--sets``, synthetic): the demo region's pixel training set (monthly
+  cube of 8 steps x 11 variables, spatial blocks of 16 px), built as
+  :mod:`benchmarks.bench_demo_quality` builds it.
 
 Each family is trained with :func:`cropflow.train.train` and nothing but ``{"name": family}``
 (every other option at its default), for ``--seeds`` seeds; the table gives the mean and the
@@ -67,6 +70,10 @@ def import_set(name: str, work: Path, seed: int = 0) -> str:
     from cropflow.labels.build import TableImportParams, import_sample_tables
     from cropflow.labels.tables import SampleTableParams
 
+    if name == "demo":  # the demo region's pixel set, spatial blocks of 16 px (synthetic)
+        from benchmarks.bench_demo_quality import prepare
+
+        return str(prepare(work, 16, 64, 16, ["pixel"])["sets"]["pixel"].uri)
     if name == "temporalcnn":
         files = {"train": TCNN / "train_dataset.csv", "test": TCNN / "test_dataset.csv"}
         bands = ["nir", "red", "green"]
