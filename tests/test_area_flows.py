@@ -60,7 +60,7 @@ def mapped(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> I
                 {
                     "region": region,
                     "training_set": {"splits": {"block_size_px": 16}},
-                    "train": {"epochs": 2},
+                    "train": {"epochs": 1},  # a map with errors is what the tests need
                 }
             )
         )
@@ -101,9 +101,15 @@ def _true_areas(mapped: Mapped) -> dict[str, float]:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """The installed ``cropflow`` command, as a user runs it (its own Prefect API)."""
+    """The installed ``cropflow`` command, as a user with a Prefect server runs it: this
+    session's test API (an ephemeral API of its own costs each command 15-20 s of start-up,
+    which the demo and fault tests already measure)."""
+    from prefect.settings import PREFECT_API_URL
+
     exe = str(Path(sys.executable).with_name("cropflow"))
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    if PREFECT_API_URL.value():
+        env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
     return subprocess.run(
         [exe, *args], env=env, capture_output=True, text=True, timeout=600, check=False
     )
