@@ -11,36 +11,29 @@ Run: ``python -m benchmarks.bench_calibration [--seeds 2] [--families tempcnn,lt
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+from benchmarks.common import (
+    family_arguments,
+    isolated_workdir,
+    machine_line,
+    publish,
+    spread,
+    train_family,
+)
 
 KEYS = ("temperature", "val_ece_uncalibrated", "val_ece", "test_ece_uncalibrated", "test_ece")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--families", default="tempcnn,ltae,crop_mask_lstm")
-    ap.add_argument("--sets", default="temporalcnn,temporalcnn-ndvi")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix="bench-calibration-"))
-    os.environ["CROPFLOW_WORKDIR"] = str(work)
-    os.environ["CROPFLOW_MLFLOW__TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    args = family_arguments(
+        __doc__.splitlines()[0], seeds=2, families="tempcnn,ltae,crop_mask_lstm"
+    )
+    work = isolated_workdir("bench-calibration-")
 
     from benchmarks.bench_quality import import_set
-    from cropflow.train import TrainParams, train
 
     load = os.getloadavg()[0]
     started = time.perf_counter()
@@ -54,32 +47,16 @@ def main() -> None:
         for family in args.families.split(","):
             runs: list[dict[str, Any]] = []
             for seed in range(args.seeds):
-                params = TrainParams.model_validate(
-                    {
-                        "training_set": uri,
-                        "model": {"name": family},
-                        "seed": seed,
-                        "register_model": False,
-                    }
-                )
-                result = train(params)
+                result = train_family(uri, family, seed)
                 runs.append({**result.calibration, "macro_f1": result.test["macro_f1"]})
                 print(f"  {name} {family} seed {seed}: {runs[-1]}", flush=True)
             cells = []
             for key in (*KEYS, "macro_f1"):
                 v = [float(r[key]) for r in runs]
-                cells.append(f"{np.mean(v):.3f} ({min(v):.3f}-{max(v):.3f})")
+                cells.append(spread(v))
             lines.append(f"| {name} | {family} | " + " | ".join(cells) + " |")
-    info = (
-        f"Measured on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
-        f"(torch {torch.__version__}, {torch.get_num_threads()} threads); load average "
-        f"{load:.1f} at start, {os.getloadavg()[0]:.1f} at end; "
-        f"{time.perf_counter() - started:.0f} s in all; mean (min-max) over {args.seeds} seeds."
-    )
-    text = info + "\n\n" + "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    info = f"{machine_line(load, started)}; mean (min-max) over {args.seeds} seeds."
+    publish(info, "\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

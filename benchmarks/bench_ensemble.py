@@ -9,16 +9,21 @@ Run: ``python -m benchmarks.bench_ensemble [--seeds 3] [--families tempcnn,ltae]
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
-import tempfile
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
+
+from benchmarks.common import (
+    family_arguments,
+    isolated_workdir,
+    machine_line,
+    publish,
+    spread,
+    train_family,
+)
 
 if TYPE_CHECKING:
     from cropflow.train.data import SplitArrays
@@ -51,21 +56,11 @@ def _scores(model: CropflowModel, split: SplitArrays) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--families", default="tempcnn,ltae")
-    ap.add_argument("--sets", default="temporalcnn,temporalcnn-ndvi")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix="bench-ensemble-"))
-    os.environ["CROPFLOW_WORKDIR"] = str(work)
-    os.environ["CROPFLOW_MLFLOW__TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    args = family_arguments(__doc__.splitlines()[0], seeds=3, families="tempcnn,ltae")
+    work = isolated_workdir("bench-ensemble-")
 
     from benchmarks.bench_quality import import_set
-    from cropflow.train import TrainParams, load_model, train
+    from cropflow.train import load_model
     from cropflow.train.data import load_training_data
     from models.ensemble import ModelEnsemble
 
@@ -81,15 +76,7 @@ def main() -> None:
         for family in args.families.split(","):
             members, single = [], []
             for seed in range(args.seeds):
-                params = TrainParams.model_validate(
-                    {
-                        "training_set": uri,
-                        "model": {"name": family},
-                        "seed": seed,
-                        "register_model": False,
-                    }
-                )
-                result = train(params)
+                result = train_family(uri, family, seed)
                 model = load_model(str(result.model_uri)).model
                 members.append(model)
                 single.append(_scores(model, test))
@@ -99,23 +86,17 @@ def main() -> None:
             cells = []
             for key in (*METRICS, "ece"):
                 v = [s[key] for s in single]
-                cells.append(f"{np.mean(v):.3f} ({min(v):.3f}-{max(v):.3f})")
+                cells.append(spread(v))
             lines.append(
                 f"| {name} | {family} | single (mean, min-max) | " + " | ".join(cells) + " |"
             )
             ens_cells = " | ".join(f"**{ens[k]:.3f}**" for k in (*METRICS, "ece"))
             lines.append(f"| {name} | {family} | ensemble of {args.seeds} | {ens_cells} |")
     info = (
-        f"Measured on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
-        f"(torch {torch.__version__}, {torch.get_num_threads()} threads); load average "
-        f"{load:.1f} at start, {os.getloadavg()[0]:.1f} at end; "
-        f"{time.perf_counter() - started:.0f} s in all; seeds 0..{args.seeds - 1}, defaults "
-        "otherwise (calibrated members)."
+        f"{machine_line(load, started)}; seeds 0..{args.seeds - 1}, defaults otherwise "
+        "(calibrated members)."
     )
-    text = info + "\n\n" + "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    publish(info, "\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

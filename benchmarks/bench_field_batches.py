@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from benchmarks.common import isolated_workdir
 
 if TYPE_CHECKING:
     from cropflow.train.augment import Tensors
@@ -58,10 +59,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-field-"))
-    work.mkdir(parents=True, exist_ok=True)
-    os.environ["CROPFLOW_WORKDIR"] = str(work)
-    os.environ.setdefault("CROPFLOW_MLFLOW__TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    work = isolated_workdir("bench-field-", args.workdir)
 
     from benchmarks.bench_demo_quality import prepare
     from cropflow.train.augment import Tensors

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +36,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+
+from benchmarks.common import isolated_workdir, train_family
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 TCNN = FIXTURES / "real" / "temporalcnn"
@@ -138,23 +139,12 @@ def networks(
     uri: str, families: list[str], seeds: list[int], variant: str = "defaults"
 ) -> list[dict[str, Any]]:
     """Each family at its defaults (with ``variant``'s overrides), one training per seed."""
-    from cropflow.train import TrainParams, train
-
     rows = []
     for family in families:
         runs, epochs = [], []
         t0 = time.perf_counter()
         for seed in seeds:
-            params = TrainParams.model_validate(
-                {
-                    "training_set": uri,
-                    "model": {"name": family},
-                    **VARIANTS[variant],
-                    "seed": seed,
-                    "register_model": False,
-                }
-            )
-            result = train(params)
+            result = train_family(uri, family, seed, **VARIANTS[variant])
             runs.append(result.test)
             epochs.append(f"{result.epochs_run}({result.best_epoch})")
         label = family if variant == "defaults" else f"{family}, {variant}"
@@ -215,9 +205,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
-    os.environ["CROPFLOW_WORKDIR"] = str(work)
-    os.environ["CROPFLOW_MLFLOW__TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    work = isolated_workdir("bench-quality-")
     seeds = list(range(args.seeds))
     load = os.getloadavg()[0]
     started = time.perf_counter()

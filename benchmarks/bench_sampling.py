@@ -27,14 +27,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from benchmarks.common import isolated_workdir, machine_line, publish
 
 STRATEGIES = ("uniform", "loss", "rho_loss")
 METRICS = ("macro_f1", "overall_accuracy", "kappa")
@@ -161,9 +161,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix="bench-sampling-"))
-    os.environ["CROPFLOW_WORKDIR"] = str(work)
-    os.environ["CROPFLOW_MLFLOW__TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    work = isolated_workdir("bench-sampling-")
 
     from benchmarks.bench_demo_quality import prepare
     from benchmarks.bench_quality import import_set
@@ -207,16 +205,10 @@ def main() -> None:
             f"{args.patch_seeds} seed(s))\n\n" + table(rows)
         )
     info = (
-        f"Measured on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
-        f"(torch {torch.__version__}, {torch.get_num_threads()} threads); load average "
-        f"{load:.1f} at start, {os.getloadavg()[0]:.1f} at end; "
-        f"{time.perf_counter() - started:.0f} s in all. Defaults of SamplingParams "
-        "(candidates 4, holdout_epochs 10); test split, mean (min-max) over seeds."
+        f"{machine_line(load, started)}. Defaults of SamplingParams (candidates 4, "
+        "holdout_epochs 10); test split, mean (min-max) over seeds."
     )
-    text = info + "\n\n" + "\n\n".join(sections)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    publish(info, "\n\n".join(sections), args.out)
 
 
 if __name__ == "__main__":
