@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from cropflow.cube import CubeParams
+from cropflow.cube.sources import SourceSpec
 from cropflow.demo import DemoConfig
+from cropflow.demo.config import CLOUDY_PRESET
 from cropflow.errors import ConfigError
 from cropflow.forms import form_order
 from cropflow.labels.options import LabelSource, TrainingSetOptions
@@ -221,6 +223,13 @@ def search_params_for(region: RegionConfig, settings: Settings | None = None) ->
     return params
 
 
+def source_search_params_for(
+    region: RegionConfig, spec: SourceSpec, settings: Settings | None = None
+) -> SearchParams:
+    """The search of one of the region's more sources for a run today."""
+    return region.source_search_params(spec, settings or get_settings())
+
+
 def labels_for(region: RegionConfig, settings: Settings | None = None) -> LabelSource:
     """The region's labels and mapping for a retrain; ConfigError when it has none."""
     s = settings or get_settings()
@@ -239,25 +248,52 @@ def labels_for(region: RegionConfig, settings: Settings | None = None) -> LabelS
     return LabelSource(path=str(labels), mapping_path=str(mapping))
 
 
-def embedded_demo_region(settings: Settings | None = None) -> RegionConfig:
+#: The demo's more sources (a demo generated with ``radar``): its Sentinel-1 RTC and DEM,
+#: served by the same local STAC API.
+DEMO_SOURCES: tuple[SourceSpec, ...] = (
+    SourceSpec(name="s1", provider="local-demo-sentinel-1-rtc"),
+    SourceSpec(name="dem", provider="local-demo-cop-dem", static=True, derive=["slope", "aspect"]),
+)
+
+
+def embedded_demo_region(settings: Settings | None = None, radar: bool = False) -> RegionConfig:
     """The bundled demo region for a run without the stack: its STAC API is served by the
-    search step itself (on 127.0.0.1, for the search's duration) instead of the stack's."""
+    search step itself (on 127.0.0.1, for the search's duration) instead of the stack's.
+    ``radar``: with the demo's Sentinel-1 and DEM stacked into its cube (:data:`DEMO_SOURCES`).
+    """
     from cropflow.regions import get_region
 
-    region = get_region("demo").model_copy(update={"api_url": None})
+    update: dict[str, Any] = {"api_url": None}
+    if radar:
+        update["sources"] = list(DEMO_SOURCES)
+    region = get_region("demo").model_copy(update=update)
     s = settings or get_settings()
     if not (s.demo_dir / "stac" / "items.json").exists():
         raise ConfigError(
             f"the demo region is not generated under {s.demo_dir}",
             hint="run `cropflow demo` (it generates the region first)",
         )
+    if radar and not (s.demo_dir / "stac" / "items-sentinel-1-rtc.json").exists():
+        raise ConfigError(
+            f"the demo region under {s.demo_dir} has no Sentinel-1 and DEM",
+            hint="run `cropflow demo --radar` (it generates them)",
+        )
     return region
 
 
-def demo_config(size: str, seed: int | None) -> DemoConfig:
-    """The demo region's configuration for a size preset ('default' or 'tiny') and seed."""
-    config = DemoConfig.tiny() if size == "tiny" else DemoConfig()
-    return config if seed is None else config.model_copy(update={"seed": seed})
+def demo_config(
+    size: str, seed: int | None, radar: bool = False, weather: str = "normal"
+) -> DemoConfig:
+    """The demo region's configuration for a size preset ('default' or 'tiny'), seed,
+    Sentinel-1 and DEM (``radar``) and weather ('normal', or 'cloudy': most optical
+    acquisitions overcast)."""
+    update: dict[str, Any] = {"radar": radar, "terrain": radar}
+    if weather == "cloudy":
+        update |= CLOUDY_PRESET
+    if seed is not None:
+        update["seed"] = seed
+    base = DemoConfig.tiny() if size == "tiny" else DemoConfig()
+    return DemoConfig.model_validate(base.model_dump() | update)
 
 
 class ChainSummary(BaseModel):
@@ -288,6 +324,15 @@ class DemoParams(BaseModel):
         "default", description="Demo region preset: 'default' (two 256 px tiles) or 'tiny'."
     )
     seed: int | None = Field(None, description="Region seed (unset: the preset's).")
+    radar: bool = Field(
+        False,
+        description="Also generate Sentinel-1 RTC and a DEM, and stack them into the cube "
+        "(variables s1_vv, s1_vh, dem_elevation, dem_slope, dem_aspect).",
+    )
+    weather: Literal["normal", "cloudy"] = Field(
+        "normal",
+        description="'cloudy': a wet year whose optical acquisitions are mostly overcast.",
+    )
     cube: CubeParams = Field(default_factory=CubeParams, description="Datacube options.")
     training_set: TrainingSetOptions = Field(
         default_factory=TrainingSetOptions,

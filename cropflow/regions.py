@@ -43,6 +43,7 @@ from pydantic import (
     model_validator,
 )
 
+from cropflow.cube.sources import SourceSpec, check_sources
 from cropflow.errors import AOIError, ConfigError, ProviderError
 from cropflow.products.area_params import AreaEstimateOptions, ReferenceSample
 from cropflow.settings import Settings, get_settings
@@ -454,6 +455,13 @@ class RegionConfig(BaseModel):
         "the earliest map, and a weekly schedule. Unset: whole-season maps only (an "
         "in-season remap then needs a model trained with augment.truncation).",
     )
+    sources: list[SourceSpec] = Field(
+        default_factory=list,
+        description="More collections beside the main one, stacked into the same cube on its "
+        "grid and time axis (e.g. Sentinel-1 RTC, a DEM): variables <name>_<band> such as "
+        "s1_vv, dem_elevation, dem_slope (cropflow/cube/sources.py). Unset: the main "
+        "collection alone.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -537,6 +545,20 @@ class RegionConfig(BaseModel):
             )
         return value
 
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, value: list[SourceSpec]) -> list[SourceSpec]:
+        from cropflow.stac.profiles import get_profile, looks_like_path
+
+        for spec in value:
+            if looks_like_path(spec.provider) or _has_placeholder(spec.provider):
+                continue
+            try:
+                get_profile(spec.provider)
+            except (ProviderError, ConfigError) as exc:
+                raise ValueError(f"source {spec.name!r}: {exc}") from None
+        return check_sources(value)
+
     @field_validator("mapping")
     @classmethod
     def _with_labels(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -615,6 +637,17 @@ class RegionConfig(BaseModel):
             datetime=self.datetime_range(today),
             max_cloud_cover=self.max_cloud_cover,
         )
+
+    def source_search_params(
+        self, spec: SourceSpec, settings: Settings | None = None, today: date | None = None
+    ) -> SearchParams:
+        """The search of one of the region's more ``sources``: the region's AOI and season
+        (any date for a static source) in the source's collections and API."""
+        update = spec.search_update()
+        for key in ("api_url", "catalog", "provider"):
+            if isinstance(update.get(key), str):
+                update[key] = expand(update[key], settings)
+        return self.search_params(settings, today).model_copy(update=update)
 
 
 # --- Loading region files -------------------------------------------------------------------

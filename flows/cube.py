@@ -15,8 +15,12 @@ from prefect_dask.task_runners import DaskTaskRunner
 
 from cropflow.cube import CubeParams, CubeRef
 from cropflow.cube.cluster import local_cluster_kwargs, make_local_cluster
+from cropflow.orchestration.caching import refreshed
+from cropflow.regions import RegionConfig
 from cropflow.settings import DaskSettings, get_settings
-from tasks.cube import plan_cube_task, publish_cube_summary, write_cube_task
+from tasks.chain import source_cube_params_task, source_search_params
+from tasks.cube import plan_cube_task, publish_cube_summary, stack_sources_task, write_cube_task
+from tasks.search import search_items
 
 
 def cube_task_runner(settings: DaskSettings | None = None) -> TaskRunner[Any]:
@@ -59,3 +63,22 @@ def run_build_cube(
     """What the CLI calls: the flow with a task runner built from the current settings."""
     runner = cube_task_runner()
     return build_cube_flow.with_options(task_runner=runner)(search_uri, provider, params, out)
+
+
+def with_sources(
+    region: RegionConfig, params: CubeParams, main: CubeRef, refresh: bool = False
+) -> CubeRef:
+    """The region's cube: ``main`` (built with ``params``) and, when the region lists more
+    ``sources``, each source searched, built on the main cube's grid and time axis, and
+    stacked with it (variables ``<source>_<band>``). Wiring only; called by the chained flows.
+    """
+    if not region.sources:
+        return main
+    cubes: list[CubeRef] = []
+    for spec in region.sources:
+        search = refreshed(search_items, refresh)(source_search_params(region, spec))
+        plan = plan_cube_task(
+            search.uri, search.provider, source_cube_params_task(params, spec, main)
+        )
+        cubes.append(refreshed(write_cube_task, refresh)(plan, None, refresh))
+    return refreshed(stack_sources_task, refresh)(main, list(region.sources), cubes)

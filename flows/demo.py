@@ -19,23 +19,23 @@ from tasks.demo import generate_demo_region
 
 
 @task(name="demo-config")
-def demo_config_task(size: str, seed: int | None) -> DemoConfig:
-    """The demo region's configuration for a preset and seed."""
-    return demo_config(size, seed)
+def demo_config_task(size: str, seed: int | None, radar: bool, weather: str) -> DemoConfig:
+    """The demo region's configuration for a preset, seed, sensors and weather."""
+    return demo_config(size, seed, radar, weather)
 
 
 @task(name="embedded-demo")
-def embedded_demo_region_task() -> RegionConfig:
+def embedded_demo_region_task(radar: bool) -> RegionConfig:
     """The demo region, searched through a STAC API the search step serves itself."""
-    return embedded_demo_region()
+    return embedded_demo_region(radar=radar)
 
 
 @flow(name="demo", log_prints=True)
 def demo(params: DemoParams | None = None) -> ChainSummary:
     """The main job on the embedded default: region -> search -> cube -> labels -> model -> map."""
     p = params or DemoParams()
-    generate_demo_region(demo_config_task(p.size, p.seed))
-    region = embedded_demo_region_task()
+    generate_demo_region(demo_config_task(p.size, p.seed, p.radar, p.weather))
+    region = embedded_demo_region_task(p.radar)
     trained = retrain(
         RetrainParams(region=region, cube=p.cube, training_set=p.training_set, train=p.train)
     )

@@ -14,6 +14,7 @@ from cropflow.chain import AsOf, ChainSummary, RegionRunParams, in_season_predic
 from cropflow.orchestration.caching import refreshed
 from cropflow.orchestration.locks import region_lock
 from cropflow.predict import PredictOptions, PredictParams
+from flows.cube import with_sources
 from tasks.chain import (
     in_season_cut,
     publish_region,
@@ -60,7 +61,8 @@ def remap_region(params: RemapParams | None = None) -> ChainSummary:
         publish_search_summary(search)
         cube_params = region_cube_params(region, p.cube, cut.as_of)
         plan = plan_cube_task(search.uri, search.provider, cube_params)
-        cube = refreshed(write_cube_task, p.refresh)(plan, None, p.refresh)
+        main = refreshed(write_cube_task, p.refresh)(plan, None, p.refresh)
+        cube = with_sources(region, cube_params, main, p.refresh)
         publish_cube_summary(cube)
         predict_params = PredictParams.of(
             in_season_predict_options(region, p.predict),

@@ -22,6 +22,7 @@ from cropflow.labels import TrainingSetOptions, TrainingSetParams
 from cropflow.orchestration.caching import refreshed
 from cropflow.train import TrainOptions, TrainOutcome, TrainParams
 from cropflow.train.params import ForecastParams
+from flows.cube import with_sources
 from tasks.chain import (
     publish_region,
     region_cube_params,
@@ -84,8 +85,10 @@ def retrain(params: RetrainParams | None = None) -> RetrainResult:
     fresh = p.refresh
     search = refreshed(search_items, fresh)(region_search_params(region))
     publish_search_summary(search)
-    plan = plan_cube_task(search.uri, search.provider, region_cube_params(region, p.cube))
-    cube = refreshed(write_cube_task, fresh)(plan, None, fresh)
+    cube_params = region_cube_params(region, p.cube)
+    plan = plan_cube_task(search.uri, search.provider, cube_params)
+    main = refreshed(write_cube_task, fresh)(plan, None, fresh)
+    cube = with_sources(region, cube_params, main, fresh)
     publish_cube_summary(cube)
     ts_options = training_set_options_for(region, p.training_set)
     ts_params = TrainingSetParams.of(ts_options, cube.uri, region_labels(region))

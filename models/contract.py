@@ -55,7 +55,13 @@ class InputContract(BaseModel):
             raise ContractError(
                 f"model expects bands {self.bands} but the data has {list(available)} "
                 f"(missing {missing})",
-                hint="build the cube with the model's bands, or use a model trained on these",
+                hint="build the cube with the model's bands, or use a model trained on these"
+                + (
+                    " (variables <source>_<band> come from the region's sources, e.g. s1_vv "
+                    "from a source named s1)"
+                    if any("_" in b for b in missing)
+                    else ""
+                ),
             )
 
     def check_time(self, n_time: int, period: str | None = None) -> None:

@@ -16,8 +16,10 @@ from cropflow.chain import (
     region_markdown,
     resolve_as_of,
     search_params_for,
+    source_search_params_for,
 )
-from cropflow.cube import CubeParams
+from cropflow.cube import CubeParams, CubeRef
+from cropflow.cube.sources import SourceSpec, source_cube_params
 from cropflow.labels import LabelSource
 from cropflow.regions import RegionConfig, as_region
 from cropflow.stac.params import SearchParams
@@ -51,6 +53,18 @@ def region_cube_params(
 ) -> CubeParams:
     """The cube parameters with the region's grid, period and season (cut ``as_of``)."""
     return cube_params_for(region, base, as_of=as_of)
+
+
+@task(name="source-search-params")
+def source_search_params(region: RegionConfig, spec: SourceSpec) -> SearchParams:
+    """The search of one of the region's more sources (its AOI and season)."""
+    return source_search_params_for(region, spec)
+
+
+@task(name="source-cube-params")
+def source_cube_params_task(base: CubeParams, spec: SourceSpec, main: CubeRef) -> CubeParams:
+    """A more source's cube parameters: the main cube's grid and time axis."""
+    return source_cube_params(base, spec, main.grid)
 
 
 @task(name="in-season-cut")

@@ -5,7 +5,15 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from cropflow.cube import CubeParams, CubePlan, CubeRef, plan_from_search, write_cube
+from cropflow.cube import (
+    CubeParams,
+    CubePlan,
+    CubeRef,
+    SourceSpec,
+    plan_from_search,
+    stack_sources,
+    write_cube,
+)
 from cropflow.orchestration.caching import stage_task_options
 from tasks.progress import progress_artifact
 
@@ -22,6 +30,12 @@ def write_cube_task(plan: CubePlan, uri: str | None, rebuild: bool = False) -> C
     reference. ``rebuild``: every block again. A progress artifact follows the blocks."""
     progress = progress_artifact(f"blocks of cube {plan.key}")
     return write_cube(plan, uri, on_progress=progress, rebuild=rebuild)
+
+
+@task(name="cube-stack", **stage_task_options())
+def stack_sources_task(main: CubeRef, specs: list[SourceSpec], cubes: list[CubeRef]) -> CubeRef:
+    """One cube of the main cube and the more sources' cubes (variables <source>_<band>)."""
+    return stack_sources(main, specs, cubes)
 
 
 @task(name="cube-summary")

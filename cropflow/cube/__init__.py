@@ -53,6 +53,18 @@ if TYPE_CHECKING:
     from cropflow.cube.plan import (
         plan_cube as plan_cube,
     )
+    from cropflow.cube.sources import (
+        SourceSpec as SourceSpec,
+    )
+    from cropflow.cube.sources import (
+        source_cube_params as source_cube_params,
+    )
+    from cropflow.cube.stack import (
+        SourcePart as SourcePart,
+    )
+    from cropflow.cube.stack import (
+        stack_sources as stack_sources,
+    )
     from cropflow.cube.store import (
         CubeRef as CubeRef,
     )
@@ -76,6 +88,10 @@ _EXPORTS = {
     "BadItem": "cropflow.cube.plan",
     "CubePlan": "cropflow.cube.plan",
     "plan_cube": "cropflow.cube.plan",
+    "SourceSpec": "cropflow.cube.sources",
+    "source_cube_params": "cropflow.cube.sources",
+    "SourcePart": "cropflow.cube.stack",
+    "stack_sources": "cropflow.cube.stack",
     "CubeRef": "cropflow.cube.store",
     "open_cube": "cropflow.cube.store",
 }

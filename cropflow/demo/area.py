@@ -40,6 +40,13 @@ from cropflow.demo.labels import (
 )
 from cropflow.demo.legend import CLASSES, UNLISTED, demo_class_map
 from cropflow.demo.noise import stream
+from cropflow.demo.sensors import (
+    DEM_COLLECTION,
+    S1_COLLECTION,
+    collection_of,
+    write_dem,
+    write_radar,
+)
 from cropflow.demo.sky import Acquisition
 from cropflow.demo.stac import (
     BASELINE,
@@ -338,6 +345,34 @@ def _write_region(root: Path, final_root: Path, config: DemoConfig) -> DemoManif
     )
     _write_json(root / files.collection, coll)
     _write_json(root / files.items, {"type": "FeatureCollection", "features": features})
+
+    if config.radar:
+        s1 = write_radar(root, final_root, world)
+        s1_collection = collection_of(
+            S1_COLLECTION,
+            s1,
+            "Sentinel-1 RTC (cropflow demo region, synthetic)",
+            "Synthetic gamma0 (linear power) VV/VH over the demo region, both orbit directions "
+            "every 6 days. Shaped like Planetary Computer sentinel-1-rtc.",
+        )
+        _write_json(stac_dir / f"collection-{S1_COLLECTION}.json", s1_collection)
+        _write_json(
+            stac_dir / f"items-{S1_COLLECTION}.json", {"type": "FeatureCollection", "features": s1}
+        )
+    if config.terrain:
+        dem = [write_dem(root, final_root, world)]
+        dem_collection = collection_of(
+            DEM_COLLECTION,
+            dem,
+            "Copernicus DEM GLO-30 (cropflow demo region, synthetic)",
+            "Synthetic elevation of the demo region. Shaped like Planetary Computer "
+            "cop-dem-glo-30.",
+        )
+        _write_json(stac_dir / f"collection-{DEM_COLLECTION}.json", dem_collection)
+        _write_json(
+            stac_dir / f"items-{DEM_COLLECTION}.json",
+            {"type": "FeatureCollection", "features": dem},
+        )
 
     # labels
     (root / "labels").mkdir()

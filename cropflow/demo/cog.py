@@ -45,7 +45,7 @@ def write_cog(
     transform: Affine,
     crs: CRS | str,
     *,
-    nodata: int | None = 0,
+    nodata: float | None = 0,
     categorical: bool = False,
     colormap: dict[int, tuple[int, int, int, int]] | None = None,
     description: str | None = None,

@@ -26,6 +26,10 @@ TINY_PRESET: dict[str, Any] = {
 }
 
 
+#: What :meth:`DemoConfig.cloudy` changes: a wet year, most optical acquisitions lost.
+CLOUDY_PRESET: dict[str, Any] = {"clear_fraction": 0.05, "overcast_fraction": 0.7}
+
+
 class DemoConfig(BaseModel):
     """What demo region to generate. ``DemoConfig()`` is the default demo, ``tiny()`` the test one.
 
@@ -115,6 +119,16 @@ class DemoConfig(BaseModel):
     collection_id: str = Field(
         "sentinel-2-l2a", min_length=1, description="STAC collection id of the items."
     )
+    radar: bool = Field(
+        False,
+        description="Also write Sentinel-1 RTC (VV/VH gamma0, both orbit directions every 6 "
+        "days, Planetary Computer-shaped items in collection sentinel-1-rtc).",
+    )
+    terrain: bool = Field(
+        False,
+        description="Also write a Copernicus DEM GLO-30-shaped elevation tile (collection "
+        "cop-dem-glo-30): a plain, a wooded hill, a lake in a hollow.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> DemoConfig:
@@ -153,8 +167,17 @@ class DemoConfig(BaseModel):
         """Two 64 x 64 px tiles, an acquisition every 15 days: generates in a few seconds."""
         return cls(**(TINY_PRESET | overrides))
 
+    @classmethod
+    def cloudy(cls, **overrides: Any) -> DemoConfig:
+        """A cloudy year: 5 % clear acquisitions, 70 % overcast (radar still sees the fields)."""
+        return cls(**(CLOUDY_PRESET | overrides))
+
     def config_hash(self) -> str:
         """Hash of the config and the generator version: equal hashes give equal regions."""
-        payload = {"generator_version": GENERATOR_VERSION, "config": self.model_dump(mode="json")}
+        config = self.model_dump(mode="json")
+        for key in ("radar", "terrain"):  # regions without them keep their hash
+            if not config[key]:
+                del config[key]
+        payload = {"generator_version": GENERATOR_VERSION, "config": config}
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()

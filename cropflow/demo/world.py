@@ -179,6 +179,17 @@ class DemoWorld:
             out[b] = upsample(block_mean(layer)) if native_resolution(b) == 20 else layer
         return out
 
+    def soil_moisture(self, when: date | datetime) -> np.ndarray:
+        """Top-soil wetness 0..1 of a day on the 10 m world grid (rain events drying out)."""
+        doy = _as_date(when).timetuple().tm_yday
+        wet: np.ndarray = np.clip(self._moisture[doy] * self._wetness, 0.0, 1.0)
+        return wet
+
+    @property
+    def vigour(self) -> np.ndarray:
+        """Within-field canopy vigour (about 1) on the 10 m world grid."""
+        return self._vigour
+
     # -- sky ----------------------------------------------------------------------------
 
     def sky(self, when: date | datetime) -> SkyState:

@@ -56,12 +56,13 @@ def band_order(name: str) -> tuple[int, str]:
 
 def cube_bands(ds: xr.Dataset, wanted: list[str] | None = None, uri: str = "cube") -> list[str]:
     """Band variables to sample: ``wanted`` (checked), or every (time, y, x) float variable in
-    :func:`band_order`."""
+    :func:`band_order`; time-invariant (y, x) layers of a static source (a DEM) count as
+    bands with the same value at every date."""
     available = [
         str(name)
         for name, var in ds.data_vars.items()
         if name not in NON_BAND_VARIABLES
-        and var.dims == ("time", "y", "x")
+        and var.dims in (("time", "y", "x"), ("y", "x"))
         and np.issubdtype(var.dtype, np.floating)
     ]
     if wanted is None:

@@ -60,11 +60,13 @@ class SampleCounts(BaseModel):
 
 
 def read_window(ds: xr.Dataset, bands: list[str], r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-    """Cube values (time, band, y, x) of a pixel window, float32."""
+    """Cube values (time, band, y, x) of a pixel window, float32 (a time-invariant (y, x)
+    layer repeated at every date)."""
     out = np.empty((ds.sizes["time"], len(bands), r1 - r0, c1 - c0), dtype=np.float32)
     for i, band in enumerate(bands):  # one band at a time: no stacked copy
-        values = ds[band].isel(y=slice(r0, r1), x=slice(c0, c1)).transpose("time", "y", "x")
-        out[:, i] = values.values
+        var = ds[band].isel(y=slice(r0, r1), x=slice(c0, c1))
+        dims = ("time", "y", "x") if "time" in var.dims else ("y", "x")
+        out[:, i] = var.transpose(*dims).values
     return out
 
 

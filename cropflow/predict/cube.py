@@ -89,7 +89,7 @@ def inspect_cube(uri: str, check_complete: bool = True) -> CubeInfo:
     bands = [
         str(name)
         for name, var in ds.data_vars.items()
-        if name not in NOT_BANDS and set(var.dims) == {"time", "y", "x"}
+        if name not in NOT_BANDS and set(var.dims) in ({"time", "y", "x"}, {"y", "x"})
     ]
     try:
         import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
@@ -176,7 +176,8 @@ def _raw_arrays(uri: str, stamp: int) -> dict[str, Any]:
 
 
 def read_window(uri: str, bands: list[str], window: Window) -> npt.NDArray[np.float32]:
-    """Pixels ``[T, C, h, w]`` (float32, NaN = missing) of ``bands`` in ``window``."""
+    """Pixels ``[T, C, h, w]`` (float32, NaN = missing) of ``bands`` in ``window``; a
+    time-invariant ``(y, x)`` layer (a static source's) has the same value at every date."""
     ds = open_lazy(uri)
     out = np.empty((ds.sizes["time"], len(bands), window.height, window.width), np.float32)
     root = Path(uri) / "zarr.json"
@@ -187,8 +188,9 @@ def read_window(uri: str, bands: list[str], window: Window) -> npt.NDArray[np.fl
         if band in raw:  # as stored: a third of xarray's cost per window
             out[:, c] = raw[band][:, window.row0 : window.row1, window.col0 : window.col1]
             return
-        var = ds[band].transpose("time", "y", "x")
-        out[:, c] = var.isel(y=window.rows, x=window.cols).values
+        var = ds[band]
+        dims = ("time", "y", "x") if "time" in var.dims else ("y", "x")  # static: every date
+        out[:, c] = var.transpose(*dims).isel(y=window.rows, x=window.cols).values
 
     for done in [_READERS.submit(read, c) for c in range(len(bands))]:
         done.result()

@@ -8,7 +8,8 @@
 * newline-delimited items (``.ndjson``, ``.jsonl``, ``.geojsonl``; blank lines allowed);
 * a plain JSON list of items (as Planetary Computer answers), or a single item file;
 * a folder: its ``catalog.json``, else its ``collection.json`` (with the ``items.json`` beside
-  it, the demo region's layout), else its ``items.json``.
+  it, the demo region's layout), else its ``items.json``; plus each ``collection-<x>.json``
+  with its ``items-<x>.json`` (the demo's Sentinel-1 and DEM collections).
 
 Every asset href and link comes back absolute: relative hrefs are resolved against the file
 they were read from and written as ``file://`` URIs (a bare path would be resolved against the
@@ -308,6 +309,13 @@ class _Reader:
             parent = self.read_file(collection.resolve(), parent_collection=None)
         if items.is_file():
             self.read_file(items.resolve(), parent_collection=parent)
+        # more collections beside it (the demo's Sentinel-1 and DEM): collection-<x>.json
+        # with its items-<x>.json
+        for more in sorted(folder.glob("collection-*.json")):
+            parent = self.read_file(more.resolve(), parent_collection=None)
+            more_items = folder / f"items-{more.name.removeprefix('collection-')}"
+            if more_items.is_file():
+                self.read_file(more_items.resolve(), parent_collection=parent)
 
     def read_file(
         self, path: Path, parent_collection: str | None, linked_from: Path | None = None

@@ -66,7 +66,7 @@ from cropflow.stac.metadata import (
 )
 from cropflow.stac.params import SearchParams
 from cropflow.stac.profiles import CollectionProfile, get_profile
-from cropflow.stac.server import LocalStacServer
+from cropflow.stac.server import LocalStacServer, demo_catalog_files
 from cropflow.storage import atomic_write, storage_errors
 
 log = logging.getLogger(__name__)
@@ -508,13 +508,13 @@ def api_root(r: ResolvedSearch) -> Iterator[str]:
             yield server.url
         return
     stac_dir = get_settings().demo_dir / "stac"
-    collection, items = stac_dir / "collection.json", stac_dir / "items.json"
-    if not (collection.is_file() and items.is_file()):
+    collections, items, more = demo_catalog_files(stac_dir)
+    if not (collections[0].is_file() and items.is_file()):
         raise ConfigError(
             f"no STAC API URL is set and there is no demo catalog in {stac_dir}",
             hint="set CROPFLOW_STAC__API_URL (or api_url), or generate the demo region first",
         )
-    with LocalStacServer(collection, items) as server:
+    with LocalStacServer(collections, items, more_items=more) as server:
         yield server.url
 
 

@@ -156,7 +156,8 @@ class LocalStacServer:
     """``rustac serve`` on 127.0.0.1 as a context manager; ``.url`` is the API root.
 
     ``collection_json`` may be one file or several (items of several collections in one
-    ``items_json``). ``port=None`` picks a free port.
+    ``items_json``); ``more_items`` are further item files served beside ``items_json`` (the
+    demo's Sentinel-1 and DEM items). ``port=None`` picks a free port.
     """
 
     def __init__(
@@ -166,10 +167,12 @@ class LocalStacServer:
         host: str = "127.0.0.1",
         port: int | None = None,
         startup_timeout_s: float = 30.0,
+        more_items: Sequence[Path | str] = (),
     ) -> None:
         paths = [collection_json] if isinstance(collection_json, str | Path) else collection_json
         self.collection_jsons = [Path(p).resolve() for p in paths]
         self.items_json = Path(items_json).resolve()
+        self.more_items = [Path(p).resolve() for p in more_items]
         self.host = host
         self.requested_port = port
         self.startup_timeout_s = startup_timeout_s
@@ -255,7 +258,8 @@ class LocalStacServer:
             raise DataError("no STAC collection file given", hint="give collection.json")
         for path in self.collection_jsons:
             _check_catalog_file(path, "collection")
-        _check_catalog_file(self.items_json, "items")
+        for path in (self.items_json, *self.more_items):
+            _check_catalog_file(path, "items")
         self.collection_ids = [_collection_id(p) for p in self.collection_jsons]
         exe = find_rustac()
         if self.requested_port is not None and not port_is_free(self.host, self.requested_port):
@@ -286,6 +290,7 @@ class LocalStacServer:
         self._log = tempfile.TemporaryFile(prefix="rustac-")  # noqa: SIM115 - closed by stop()
         cmd = [exe, "serve", "--addr", f"{self.host}:{port}"]
         cmd += [*(str(p) for p in self.collection_jsons), str(self.items_json)]
+        cmd += [str(p) for p in self.more_items]
         out = self._log
 
         def launch() -> subprocess.Popen[bytes]:
@@ -422,14 +427,26 @@ def serve(
     items_json: Path | str,
     host: str | None = None,
     port: int | None = None,
+    more_items: Sequence[Path | str] = (),
 ) -> None:
     """Serve a catalog until SIGTERM or Ctrl-C. Host/port default to ``settings.stack``."""
     stack = get_settings().stack
     _serve_until_stopped(
         lambda: LocalStacServer(
-            collection_json, items_json, host=host or stack.host, port=port or stack.stac_port
+            collection_json,
+            items_json,
+            host=host or stack.host,
+            port=port or stack.stac_port,
+            more_items=more_items,
         )
     )
+
+
+def demo_catalog_files(stac_dir: Path) -> tuple[list[Path], Path, list[Path]]:
+    """The demo catalog's files: collections (Sentinel-2 first, then the Sentinel-1 and DEM
+    ones a demo generated with them has), the Sentinel-2 items, and the other items."""
+    collections = [stac_dir / "collection.json", *sorted(stac_dir.glob("collection-*.json"))]
+    return collections, stac_dir / "items.json", sorted(stac_dir.glob("items-*.json"))
 
 
 def serve_source(
