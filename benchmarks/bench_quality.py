@@ -49,6 +49,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "class_weighting=none": {"class_weighting": "none"},
     "date_dropout=0.3": {"augment": {"date_dropout": 0.3}},
     "noise_std=0.1": {"augment": {"noise_std": 0.1}},
+    "average_epochs=2": {"average_epochs": 2.0},
+    "average_epochs=5": {"average_epochs": 5.0},
 }
 METRICS = ("overall_accuracy", "macro_f1", "kappa")
 

@@ -1,7 +1,7 @@
 """The value of radar and terrain: S2 alone vs S2 + S1 vs S2 + S1 + DEM, spatial hold-out.
 
 One run generates the demo region with Sentinel-1 RTC and a DEM (:class:`DemoConfig` with
-``radar`` and ``terrain``; ``--weather cloudy``: the cloudy-year preset, 5 % clear and 70 %
+``radar`` and ``terrain``; ``--weather cloudy``: the cloudy-year preset, 3 % clear and 85 %
 overcast optical acquisitions), builds the region's cube of each source on the Sentinel-2
 grid and stacks them (the library calls the retrain flow's tasks wrap), builds one pixel and
 one patch training set on the stacked cube per input set (``bands``: the ten S2 bands and

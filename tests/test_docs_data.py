@@ -48,6 +48,7 @@ def test_the_page_has_the_examples_the_tests_use() -> None:
         "my-ndvi.yaml",
         "my-landsat.yaml",
         "sinop.yaml",
+        "brandenburg-radar.yaml",
         "labels/points.csv",
         "labels/mapping.yaml",
         "labels/mapping-codes.yaml",
@@ -104,6 +105,22 @@ def test_region_example(folder: Path) -> None:
     assert reference.sample == str((folder / "reference" / "labelled.gpkg").resolve())
     params = region.search_params()
     assert params.catalog == region.catalog and params.provider == region.provider
+
+
+def test_radar_region_example(folder: Path) -> None:
+    from cropflow.cube import CubeParams, GridSpec
+    from cropflow.cube.sources import source_cube_params
+
+    region = load_region_file(folder / "brandenburg-radar.yaml")
+    s1, dem = region.sources
+    assert (s1.name, s1.static, dem.static, dem.derive) == ("s1", False, True, ["slope", "aspect"])
+    assert (s1.variable("vv"), dem.variable("slope")) == ("s1_vv", "dem_slope")
+    search = region.source_search_params(dem)
+    assert search.provider == "planetary-computer-cop-dem" and search.datetime is None
+    assert region.source_search_params(s1).datetime == region.search_params().datetime
+    grid = GridSpec(crs="EPSG:32633", resolution=10, bounds=(0, 0, 1000, 1000))
+    params = source_cube_params(CubeParams(), dem, grid)
+    assert (params.period, params.resampling, params.indices) == (None, "bilinear", [])
 
 
 def test_label_and_mapping_examples(folder: Path) -> None:

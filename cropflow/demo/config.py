@@ -27,7 +27,7 @@ TINY_PRESET: dict[str, Any] = {
 
 
 #: What :meth:`DemoConfig.cloudy` changes: a wet year, most optical acquisitions lost.
-CLOUDY_PRESET: dict[str, Any] = {"clear_fraction": 0.05, "overcast_fraction": 0.7}
+CLOUDY_PRESET: dict[str, Any] = {"clear_fraction": 0.03, "overcast_fraction": 0.85}
 
 
 class DemoConfig(BaseModel):
@@ -169,7 +169,7 @@ class DemoConfig(BaseModel):
 
     @classmethod
     def cloudy(cls, **overrides: Any) -> DemoConfig:
-        """A cloudy year: 5 % clear acquisitions, 70 % overcast (radar still sees the fields)."""
+        """A cloudy year: 3 % clear acquisitions, 85 % overcast (radar still sees the fields)."""
         return cls(**(CLOUDY_PRESET | overrides))
 
     def config_hash(self) -> str:

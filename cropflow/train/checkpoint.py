@@ -67,6 +67,8 @@ class TrainState:
     bad_epochs: int
     history: list[dict[str, float]]
     mlflow_run_id: str | None = None
+    averaged: dict[str, torch.Tensor] | None = None
+    """The moving average of the weights (``TrainParams.average_epochs``), if kept."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +84,7 @@ class TrainState:
             "bad_epochs": self.bad_epochs,
             "history": self.history,
             "mlflow_run_id": self.mlflow_run_id,
+            "averaged": self.averaged,
         }
 
     @classmethod
@@ -104,6 +107,7 @@ class TrainState:
             bad_epochs=int(d["bad_epochs"]),
             history=list(d["history"]),
             mlflow_run_id=d["mlflow_run_id"],
+            averaged=d.get("averaged"),
         )
 
 

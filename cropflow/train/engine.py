@@ -14,13 +14,14 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cropflow.classes import IGNORE_INDEX
 from cropflow.errors import ConfigError, TrainingError
@@ -390,6 +391,18 @@ def _finite_params(model: CropflowModel) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+def weight_average(
+    model: CropflowModel, average_epochs: float | None, steps_per_epoch: int
+) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s weights and buffers over about
+    ``average_epochs`` epochs (None: no averaging). The decay follows from the steps of an
+    epoch, so the horizon is in epochs whatever the training set's size."""
+    if average_epochs is None:
+        return None
+    decay = 1.0 - 1.0 / max(1.0, average_epochs * steps_per_epoch)
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def fit(
     model: CropflowModel,
     data: TrainingData,
@@ -436,6 +449,7 @@ def fit(
     irreducible = (
         irreducible_losses(model, data, params, device) if strategy == "rho_loss" else None
     )
+    averaged = weight_average(model, params.average_epochs, steps_per_epoch)
     scoring = logits_fn(model, kind, device, params.amp)
     monitor = params.early_stopping.metric
     maximise = monitor != "loss"
@@ -457,6 +471,9 @@ def fit(
         history = list(resume_state.history)
         mlflow_run_id = mlflow_run_id or resume_state.mlflow_run_id
         resumed_from = resume_state.epoch
+        if averaged is not None and resume_state.averaged is not None:
+            averaged.module.load_state_dict(resume_state.averaged)
+            averaged.n_averaged.fill_(max(1, start_epoch * steps_per_epoch))
     else:
         torch.manual_seed(params.seed)
 
@@ -520,6 +537,8 @@ def fit(
                 )
             _optimise(model, optimiser, loss, params.grad_clip)
             scheduler.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             loss_sum += value * int(idx.numel())
             n_seen += int(idx.numel())
             if progress is not None:
@@ -530,8 +549,9 @@ def fit(
                 f"model weights became non-finite in epoch {epoch}",
                 hint="lower lr and keep grad_clip on; the previous checkpoint is kept",
             )
+        judged = model if averaged is None else cast(CropflowModel, averaged.module)  # kept
         pred, val_loss = predict_split(
-            model,
+            judged,
             val_split,
             batch_size=params.effective_eval_batch_size,
             device=device,
@@ -555,7 +575,7 @@ def fit(
         score = metrics[f"val_{monitor}"]
         if _is_better(score, best_score, maximise, params.early_stopping.min_delta):
             best_score, best_epoch, bad_epochs = score, epoch, 0
-            store.save_best({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+            store.save_best({k: v.detach().cpu().clone() for k, v in judged.state_dict().items()})
         else:
             bad_epochs += 1
         if patience is not None and bad_epochs >= patience:
@@ -573,6 +593,9 @@ def fit(
                 bad_epochs=bad_epochs,
                 history=history,
                 mlflow_run_id=mlflow_run_id,
+                averaged=None
+                if averaged is None
+                else {k: v.detach().cpu().clone() for k, v in averaged.module.state_dict().items()},
             )
         )
         if progress is not None:

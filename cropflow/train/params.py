@@ -203,6 +203,15 @@ class TrainOptions(BaseModel):
         description="Class weights in the loss: none, or those stored in the training set "
         "(inverse frequency of the train split, blended toward uniform).",
     )
+    average_epochs: float | None = Field(
+        None,
+        gt=0,
+        le=100,
+        description="Weight averaging: validate, keep and register an exponential moving "
+        "average of the weights over about this many epochs (decay 1 - 1 / (average_epochs "
+        "x steps per epoch), so the horizon is the same on small and large training sets; "
+        "batch-norm statistics averaged too). None: the raw weights of the best epoch.",
+    )
     augment: AugmentParams = Field(default_factory=AugmentParams)
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     sampling: SamplingParams = Field(default_factory=SamplingParams)
@@ -328,6 +337,8 @@ class TrainParams(TrainOptions):
         )
         if self.sampling == SamplingParams():  # as keyed before sampling existed
             shaping.pop("sampling", None)
+        if self.average_epochs is None:  # as keyed before weight averaging existed
+            shaping.pop("average_epochs", None)
         blob = json.dumps(shaping, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
