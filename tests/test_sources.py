@@ -291,7 +291,7 @@ def test_a_source_off_the_main_time_axis_or_grid_is_refused(radar_demo: dict[str
 
 @pytest.mark.slow
 def test_a_model_on_s2_s1_and_dem_trains_maps_and_refuses_a_cube_without_s1(
-    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_harness: None, radar_demo: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """retrain and remap-region on the radar demo: the stacked cube is chained through the
     flows, the model's contract names the radar and terrain variables, and a remap of the
@@ -305,7 +305,8 @@ def test_a_model_on_s2_s1_and_dem_trains_maps_and_refuses_a_cube_without_s1(
     from flows.remap import RemapParams, remap_region
     from flows.retrain import RetrainParams, retrain
 
-    monkeypatch.setenv("CROPFLOW_WORKDIR", str(tmp_path / "work"))
+    # the module's workdir: the flows find the region and the cubes the library calls built
+    monkeypatch.setenv("CROPFLOW_WORKDIR", str(radar_demo["work"]))
     generate_demo(get_settings().demo_dir, demo_config("tiny", None, radar=True))
     region = embedded_demo_region(radar=True).model_copy(update={"name": "radardemo"})
     trained = retrain(RetrainParams.model_validate({"region": region, "train": {"epochs": 1}}))
