@@ -17,6 +17,7 @@ Run: ``python -m benchmarks.bench_radar [--weather normal|cloudy] [--families F,
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -33,36 +34,20 @@ DEM = ["dem_elevation", "dem_slope", "dem_aspect"]
 
 def prepare(size: str, weather: str) -> dict[str, Any]:
     """Region -> searches -> the sources' cubes -> the stacked cube; references and timings."""
-    from cropflow.chain import (
-        cube_params_for,
-        demo_config,
-        embedded_demo_region,
-        search_params_for,
-        source_search_params_for,
-    )
-    from cropflow.cube import CubeParams, plan_from_search, source_cube_params, write_cube
-    from cropflow.cube.stack import stack_sources
+    from cropflow.chain import demo_config, embedded_demo_region
+    from cropflow.cube.region import build_region_cube
     from cropflow.demo import generate_demo
     from cropflow.settings import get_settings
-    from cropflow.stac.search import search_and_save
 
     t0 = time.perf_counter()
     config = demo_config(size, None, radar=True, weather=weather)
     manifest = generate_demo(get_settings().demo_dir, config)
     t_region = time.perf_counter() - t0
     region = embedded_demo_region(radar=True)
-    search = search_and_save(search_params_for(region))
-    params = cube_params_for(region, CubeParams())
-    main = write_cube(plan_from_search(search.uri, search.provider, params), None)
-    cubes, n_items = [], {"s2": search.n_items}
-    for spec in region.sources:
-        found = search_and_save(source_search_params_for(region, spec))
-        n_items[spec.name] = found.n_items
-        plan = plan_from_search(
-            found.uri, found.provider, source_cube_params(params, spec, main.grid)
-        )
-        cubes.append(write_cube(plan, None))
-    stacked = stack_sources(main, list(region.sources), cubes)
+    built = build_region_cube(region)
+    main, stacked = built.main, built.cube
+    n_items = {"s2": built.searches[0].n_items}
+    n_items |= {s.name: f.n_items for s, f in zip(region.sources, built.searches[1:], strict=True)}
     return {
         "region": region,
         "stacked": stacked,
@@ -132,7 +117,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    isolated_workdir("bench-radar-", args.workdir)
+    work = isolated_workdir("bench-radar-", args.workdir)
     load, started = os.getloadavg()[0], time.perf_counter()
 
     prep = prepare(args.size, args.weather)
@@ -140,14 +125,20 @@ def main() -> None:
     inputs = args.inputs.split(",")
     extra = {"s2": [], "s2+s1": S1, "s2+s1+dem": S1 + DEM}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
+    cache = work / "radar-results.json"
+    done: dict[str, dict[str, Any]] = json.loads(cache.read_text()) if cache.exists() else {}
     for inp in inputs:
         bands = prep["optical"] + extra[inp]
         for kind in dict.fromkeys(FAMILIES[f] for f in families):
-            ts = build_set(prep, kind, bands, f"radar-{args.weather}-{kind}-{inp}")
+            name = f"radar-{args.weather}-{kind}-{inp.replace('+', '-')}"
+            ts = build_set(prep, kind, bands, name)
             for family in (f for f in families if FAMILIES[f] == kind):
                 epochs = args.pixel_epochs if kind == "pixel" else args.patch_epochs
-                rows[(family, inp)] = train_one(ts.uri, family, epochs, args.seed)
-                r = rows[(family, inp)]
+                key = f"{family}|{inp}|{epochs}|{args.seed}"
+                if key not in done:  # a rerun in the same workdir keeps finished trainings
+                    done[key] = train_one(ts.uri, family, epochs, args.seed)
+                    cache.write_text(json.dumps(done, indent=1))
+                rows[(family, inp)] = r = done[key]
                 print(
                     f"  {family} {inp}: macro F1 {r['macro_f1']:.3f} ({r['seconds']:.0f} s)",
                     flush=True,

@@ -2,10 +2,11 @@
 at growing fractions of an MGRS tile (10,980 x 10,980 px at 10 m), with the peak memory of the
 whole process tree and the time per km^2.
 
-For each side (default: 1/16 and 1/4 of the tile's area, 2745 and 5490 px) a fresh child
-process runs the real flows on the Prefect ephemeral API: ``search`` (a local catalog served by
-a real STAC API), ``build-cube`` (Dask LocalCluster from the settings, monthly masked medians
-+ NDVI to Zarr), ``predict`` (tiled prediction with a registered TempCNN, then the map products:
+For each side (default: about 1/16 and 1/4 of the tile's area, 2744 and 5488 px; sides are
+even) a fresh child process runs the real flows on a temporary local Prefect API: ``search``
+(a local catalog served by a real STAC API), ``build-cube`` (Dask LocalCluster from the
+settings, monthly masked medians + NDVI to Zarr), ``predict`` (tiled prediction with a logged
+TempCNN, then the map products:
 class map and confidence COGs with overviews, legend, PNG, area table, STAC). The parent polls
 the summed RSS of the child and every descendant (Dask nanny and workers, the STAC API) every
 50 ms. The data are bench_cube's synthetic Sentinel-2-like COGs (4 bands + SCL, ``--dates``
@@ -13,7 +14,7 @@ dates every 10 days, clouds and shadows), generated once per side into ``--data-
 model is trained once on synthetic series (its quality is not the point: its cost is a
 realistic TempCNN's) and logged in the workdir's MLflow store.
 
-Run: ``python -m benchmarks.bench_tile [--sides 2745,5490] [--dates 12] [--data-dir D]
+Run: ``python -m benchmarks.bench_tile [--sides 2744,5488] [--dates 12] [--data-dir D]
 [--workdir W] [--out PATH]``; prints a markdown section. The full tile (``--sides 10980``)
 takes 16 times the 1/16 tile's time (measured linear below) and about 25 GB of disk.
 """
@@ -172,7 +173,7 @@ def main() -> None:
         child(Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sides", default="2745,5490")
+    ap.add_argument("--sides", default="2744,5488")
     ap.add_argument("--dates", type=int, default=12)
     ap.add_argument("--data-dir", type=Path, default=Path("/tmp/cropflow-bench-tile"))
     ap.add_argument("--workdir", type=Path, default=None)

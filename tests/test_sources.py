@@ -106,18 +106,10 @@ def radar_demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The tiny demo with Sentinel-1 and a DEM: each source's cube and the stacked one."""
     import os
 
-    from cropflow.chain import (
-        cube_params_for,
-        demo_config,
-        embedded_demo_region,
-        search_params_for,
-        source_search_params_for,
-    )
-    from cropflow.cube import CubeParams, plan_from_search, source_cube_params, write_cube
-    from cropflow.cube.stack import stack_sources
+    from cropflow.chain import demo_config, embedded_demo_region
+    from cropflow.cube.region import build_region_cube
     from cropflow.demo import generate_demo
     from cropflow.settings import get_settings
-    from cropflow.stac.search import search_and_save
 
     work = tmp_path_factory.mktemp("radar")
     old = os.environ.get("CROPFLOW_WORKDIR")
@@ -125,25 +117,14 @@ def radar_demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     try:
         generate_demo(get_settings().demo_dir, demo_config("tiny", None, radar=True))
         region = embedded_demo_region(radar=True)
-        search = search_and_save(search_params_for(region))
-        params = cube_params_for(region, CubeParams())
-        main = write_cube(plan_from_search(search.uri, search.provider, params), None)
-        cubes, searches = [], []
-        for spec in region.sources:
-            found = search_and_save(source_search_params_for(region, spec))
-            searches.append(found)
-            plan = plan_from_search(
-                found.uri, found.provider, source_cube_params(params, spec, main.grid)
-            )
-            cubes.append(write_cube(plan, None))
-        stacked = stack_sources(main, list(region.sources), cubes)
+        built = build_region_cube(region)
         return {
             "work": work,
             "region": region,
-            "main": main,
-            "cubes": cubes,
-            "searches": searches,
-            "stacked": stacked,
+            "main": built.main,
+            "cubes": built.parts,
+            "searches": built.searches[1:],
+            "stacked": built.cube,
             "demo_dir": get_settings().demo_dir,
         }
     finally:

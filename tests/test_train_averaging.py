@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from train_helpers import interrupt_then_resume
 
 from cropflow.train import TrainParams, train
 from cropflow.train.engine import weight_average
 from cropflow.train.synthetic import synthetic_training_data
-from models.base import CropflowModel
 
 pytestmark = pytest.mark.usefixtures("test_mlflow")
 
@@ -72,17 +72,8 @@ def test_an_averaged_run_resumes_bit_for_bit(tmp_path: Path) -> None:
     data = synthetic_training_data("pixel", sizes=(80, 24, 24), n_time=6)
     whole = train(_params(tmp_path / "a"), data=data)
 
-    class Crash(KeyboardInterrupt):
-        pass
-
-    def crash_after_epoch_2(epoch: int, metrics: dict[str, float], model: CropflowModel) -> None:
-        if epoch == 2:
-            raise Crash
-
     p = _params(tmp_path / "b")
-    with pytest.raises(Crash):
-        train(p, data=data, on_epoch_end=crash_after_epoch_2)
-    resumed = train(p, data=data)
+    resumed = interrupt_then_resume(p, data)
     assert resumed.resumed_from == 2
     assert resumed.val == whole.val and resumed.test == whole.test
     a = torch.load(sorted((tmp_path / "a" / "ckpt").glob("epoch-*.pt"))[-1], weights_only=True)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mlflow import MlflowClient
+from train_helpers import interrupt_then_resume
 
 from cropflow.classes import IGNORE_INDEX
 from cropflow.errors import ContractError, TrainingError
@@ -156,19 +157,14 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path: Path) -> N
     data = synthetic_training_data("pixel", sizes=(80, 24, 24), n_time=6)
     whole = train(_params(tmp_path / "a"), data=data)
 
-    class Crash(KeyboardInterrupt):
-        pass
+    files: list[str] = []
 
-    def crash_after_epoch_2(epoch: int, metrics: dict[str, float], model: CropflowModel) -> None:
-        if epoch == 2:
-            raise Crash
+    def checkpoints_at_the_stop(epoch: int, metrics: dict[str, float], model: object) -> None:
+        files[:] = sorted(f.name for f in (tmp_path / "b" / "ckpt").glob("epoch-*.pt"))
 
-    p = _params(tmp_path / "b")
-    with pytest.raises(Crash):
-        train(p, data=data, on_epoch_end=crash_after_epoch_2)
+    resumed = interrupt_then_resume(_params(tmp_path / "b"), data, seen=checkpoints_at_the_stop)
     ckpt = tmp_path / "b" / "ckpt"
-    assert sorted(f.name for f in ckpt.glob("epoch-*.pt")) == ["epoch-0001.pt", "epoch-0002.pt"]
-    resumed = train(p, data=data)
+    assert files == ["epoch-0001.pt", "epoch-0002.pt"], "the stop came right after epoch 2"
 
     assert resumed.resumed_from == 2
     assert (resumed.best_epoch, resumed.best_score) == (whole.best_epoch, whole.best_score)

@@ -101,7 +101,7 @@ def _var_attrs(name: str, plan: CubePlan) -> dict[str, Any]:
     if name in plan.bands:
         info = plan.band_info.get(name)
         kind = info.kind if info is not None else "reflectance"
-        what = "surface reflectance" if kind == "reflectance" else kind
+        what = {"reflectance": "surface reflectance", "static": "(time-invariant)"}.get(kind, kind)
         attrs = {
             "long_name": f"{name} {what}",
             "kind": kind,
