@@ -10,7 +10,7 @@ block splits, trains each family at its defaults and scores the test split (bloc
 seen in training or early stopping).
 
 Run: ``python -m benchmarks.bench_radar [--weather normal|cloudy] [--families F,...]
-[--inputs s2,s2+s1,s2+s1+dem] [--pixel-epochs N] [--patch-epochs N] [--size default|tiny]
+[--inputs s2,s2+s1,s2+s1+dem,s1,s1+dem] [--pixel-epochs N] [--patch-epochs N] [--size default|tiny]
 [--workdir DIR] [--out PATH]``; prints a markdown section.
 """
 
@@ -123,12 +123,19 @@ def main() -> None:
     prep = prepare(args.size, args.weather)
     families = args.families.split(",")
     inputs = args.inputs.split(",")
-    extra = {"s2": [], "s2+s1": S1, "s2+s1+dem": S1 + DEM}
+    optical = prep["optical"]
+    inputs_bands = {
+        "s2": optical,
+        "s2+s1": optical + S1,
+        "s2+s1+dem": optical + S1 + DEM,
+        "s1": S1,  # radar alone: what it carries by itself
+        "s1+dem": S1 + DEM,
+    }
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     cache = work / "radar-results.json"
     done: dict[str, dict[str, Any]] = json.loads(cache.read_text()) if cache.exists() else {}
     for inp in inputs:
-        bands = prep["optical"] + extra[inp]
+        bands = inputs_bands[inp]
         for kind in dict.fromkeys(FAMILIES[f] for f in families):
             name = f"radar-{args.weather}-{kind}-{inp.replace('+', '-')}"
             ts = build_set(prep, kind, bands, name)

@@ -31,20 +31,22 @@ def build_region_cube(
     """Search, build and stack the region's cube with the current settings (Dask, workdir)."""
     from cropflow.chain import cube_params_for, search_params_for, source_search_params_for
     from cropflow.cube.build import plan_from_search, write_cube
+    from cropflow.cube.cluster import dask_client
     from cropflow.cube.sources import source_cube_params
     from cropflow.cube.stack import stack_sources
     from cropflow.stac.search import search_and_save
 
     search = search_and_save(search_params_for(region))
     params = cube_params_for(region, base or CubeParams(), as_of=as_of)
-    main = write_cube(plan_from_search(search.uri, search.provider, params), None)
-    searches, parts = [search], []
-    for spec in region.sources:
-        found = search_and_save(source_search_params_for(region, spec))
-        searches.append(found)
-        plan = plan_from_search(
-            found.uri, found.provider, source_cube_params(params, spec, main.grid)
-        )
-        parts.append(write_cube(plan, None))
-    cube = stack_sources(main, list(region.sources), parts)
+    with dask_client() as client:  # one cluster for every part
+        main = write_cube(plan_from_search(search.uri, search.provider, params), None, client)
+        searches, parts = [search], []
+        for spec in region.sources:
+            found = search_and_save(source_search_params_for(region, spec))
+            searches.append(found)
+            plan = plan_from_search(
+                found.uri, found.provider, source_cube_params(params, spec, main.grid)
+            )
+            parts.append(write_cube(plan, None, client))
+        cube = stack_sources(main, list(region.sources), parts)
     return RegionCube(cube=cube, main=main, searches=searches, parts=parts)
