@@ -74,8 +74,7 @@ def build_set(prep: dict[str, Any], kind: str, bands: list[str], name: str) -> A
     options = TrainingSetOptions.model_validate(
         {
             "name": name,
-            "bands": bands,
-            "samples": {"kind": kind, "patch_size": 32, "patch_stride": 16},
+            "samples": {"kind": kind, "bands": bands, "patch_size": 32, "patch_stride": 16},
             "splits": {"block_size_px": 64 if kind == "patch" else 16},
         }
     )

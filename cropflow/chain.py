@@ -36,7 +36,9 @@ class RegionRunParams(BaseModel):
     the region, fixed by a region's deployment, last.
     """
 
-    model_config = ConfigDict(json_schema_extra=form_order(last=("region", "cube", "refresh")))
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra=form_order(last=("region", "cube", "refresh"))
+    )
 
     region: str | RegionConfig | dict[str, Any] = Field(
         "demo",
@@ -319,6 +321,8 @@ class ChainSummary(BaseModel):
 
 class DemoParams(BaseModel):
     """The demo's knobs; every stage default lives in that stage's own options."""
+
+    model_config = ConfigDict(extra="forbid")
 
     size: Literal["default", "tiny"] = Field(
         "default", description="Demo region preset: 'default' (two 256 px tiles) or 'tiny'."

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cropflow.errors import ConfigError
 from cropflow.settings import get_settings
@@ -52,6 +52,8 @@ def _normalise_value(value: object) -> str:
 class SplitFractions(BaseModel):
     """Shares of labelled pixels (or samples) per split; they sum to 1."""
 
+    model_config = ConfigDict(extra="forbid")
+
     #: Whether the training share must be positive (see :class:`RuleFractions`).
     require_train: ClassVar[bool] = True
 
@@ -85,6 +87,8 @@ DEFAULT_BLOCK_PX = 64
 
 class SplitOptions(BaseModel):
     """How samples are split into train / val / test."""
+
+    model_config = ConfigDict(extra="forbid")
 
     block_size_px: int | None = Field(
         None,
@@ -162,6 +166,8 @@ class SplitOptions(BaseModel):
 class RasterizeOptions(BaseModel):
     """How labels become pixels."""
 
+    model_config = ConfigDict(extra="forbid")
+
     all_touched: bool = Field(
         False, description="Label every pixel a polygon touches (else: pixel centre inside)."
     )
@@ -179,6 +185,8 @@ class RasterizeOptions(BaseModel):
 
 class SampleOptions(BaseModel):
     """What a training set holds."""
+
+    model_config = ConfigDict(extra="forbid")
 
     kind: Kind = Field(
         "pixel",
@@ -201,6 +209,8 @@ class SampleOptions(BaseModel):
 class StatsOptions(BaseModel):
     """Statistics stored with a training set."""
 
+    model_config = ConfigDict(extra="forbid")
+
     class_weight_blend: float = Field(
         0.5,
         ge=0,
@@ -215,6 +225,8 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 class LabelSource(BaseModel):
     """A label file and how to read it."""
+
+    model_config = ConfigDict(extra="forbid")
 
     path: str = Field(description="GeoPackage, GeoParquet, Shapefile, GeoJSON or CSV of points.")
     mapping_path: str = Field(description="Label mapping YAML (raw codes -> classes).")
@@ -236,6 +248,8 @@ class TrainingSetOptions(BaseModel):
 
     The one home of the training-set defaults: :class:`TrainingSetParams` adds the inputs.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field("training-set", pattern=NAME_PATTERN, description="Name of the training set.")
     out_uri: str | None = Field(

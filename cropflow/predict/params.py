@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cropflow.errors import ConfigError
 
@@ -29,6 +29,8 @@ class PredictOptions(BaseModel):
     The chained flows (remap of a region) take these and add the cube they built; see
     :meth:`PredictParams.of`.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(
         None,

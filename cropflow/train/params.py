@@ -25,6 +25,8 @@ MonitorMetric = Literal["macro_f1", "overall_accuracy", "weighted_f1", "mean_iou
 class AugmentParams(BaseModel):
     """Training-time augmentation (never applied to validation or test data)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     flips: bool = Field(True, description="Patch/field models: random horizontal/vertical flips.")
     rotations: bool = Field(True, description="Patch/field models: random 90-degree rotations.")
     date_dropout: float = Field(
@@ -58,6 +60,8 @@ class AugmentParams(BaseModel):
 class EarlyStopping(BaseModel):
     """Stop when the validation metric has not improved for ``patience`` epochs."""
 
+    model_config = ConfigDict(extra="forbid")
+
     metric: MonitorMetric = Field(
         "macro_f1",
         description="Validation metric watched for early stopping, the best epoch and the "
@@ -88,6 +92,8 @@ class SamplingParams(BaseModel):
     also picks the best epoch (as in the paper's default set-up).
     """
 
+    model_config = ConfigDict(extra="forbid")
+
     strategy: Literal["uniform", "loss", "rho_loss"] = Field(
         "uniform",
         description="uniform: shuffled batches (every sample once per epoch); loss: the "
@@ -116,6 +122,8 @@ AUTO_EPOCHS = 30
 class Promotion(BaseModel):
     """When a newly trained model takes the champion alias from the current champion."""
 
+    model_config = ConfigDict(extra="forbid")
+
     confidence: float = Field(
         0.9,
         ge=0.5,
@@ -135,7 +143,8 @@ class TrainOptions(BaseModel):
     """
 
     model_config = ConfigDict(
-        json_schema_extra=form_order(first=("epochs", "model", "lr", "batch_size", "seed"))
+        extra="forbid",
+        json_schema_extra=form_order(first=("epochs", "model", "lr", "batch_size", "seed")),
     )
 
     model: ModelConfig = Field(
@@ -353,6 +362,8 @@ class CrossValParams(TrainParams):
 
 class ForecastParams(BaseModel):
     """How the season forecaster is trained."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: ForecasterConfig = Field(default_factory=ForecasterConfig)
     epochs: int = Field(100, ge=1, description="Most passes over the train split's series.")
