@@ -130,8 +130,21 @@ def _item(root: Path, i: int, when: dt.datetime, side: int) -> pystac.Item:
     return item
 
 
-def make_dataset(root: Path, side: int, dates: int, seed: int = 0) -> list[pystac.Item]:
-    """T dates x (4 bands at 10 m + SCL at 20 m) of ``side`` px; generated once, then reused."""
+#: Kinds of synthetic reflectance (``--kind``): ``noisy`` adds +-60 DN of per-pixel noise to
+#: blocky fields (about 1.9 bytes per pixel after DEFLATE, like real reflectance); ``blocky`` is
+#: the fields alone (32 px blocks, about 0.05 bytes per pixel): decoding is then nearly free
+#: and everything cropflow does after it shows.
+DATA_KINDS = ("noisy", "blocky")
+
+
+def make_dataset(
+    root: Path, side: int, dates: int, seed: int = 0, kind: str = "noisy"
+) -> list[pystac.Item]:
+    """T dates x (4 bands at 10 m + SCL at 20 m) of ``side`` px; generated once, then reused.
+
+    ``kind``: one of :data:`DATA_KINDS`."""
+    if kind not in DATA_KINDS:
+        raise ValueError(f"unknown data kind {kind!r}; one of {DATA_KINDS}")
     done = root / "items.json"
     if done.exists():
         return [pystac.Item.from_dict(d) for d in json.loads(done.read_text())]
@@ -154,7 +167,9 @@ def make_dataset(root: Path, side: int, dates: int, seed: int = 0) -> list[pysta
         cloud10 = np.repeat(np.repeat(cloud, 2, axis=0), 2, axis=1)
         season = 0.8 + 0.4 * math.sin(i / max(dates - 1, 1) * math.pi)
         for band in BANDS:
-            refl = fields[band] * season + rng.integers(-60, 60, (side, side), dtype=np.int16)
+            refl = fields[band] * season
+            if kind == "noisy":
+                refl = refl + rng.integers(-60, 60, (side, side), dtype=np.int16)
             refl[cloud10] += 4000  # bright clouds: an unmasked median would show them
             dn = np.clip(refl + 1000, 1, 65535).astype(np.uint16)
             _write(folder / f"{band}.tif", dn, RES)
@@ -526,10 +541,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-baseline", action="store_true", help="skip the odc-stac baseline")
     ap.add_argument("--repeats", type=int, default=2, help="timed cropflow builds (best of)")
     ap.add_argument("--reader", choices=["auto", "odc"], default="auto", help="CubeParams.reader")
+    ap.add_argument("--kind", choices=DATA_KINDS, default="noisy", help="synthetic reflectance")
     ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.data_dir is None:
-        args.data_dir = Path(f"/tmp/cropflow-bench-cube-data/{args.side}x{args.dates}")
+        suffix = "" if args.kind == "noisy" else f"-{args.kind}"
+        args.data_dir = Path(f"/tmp/cropflow-bench-cube-data/{args.side}x{args.dates}{suffix}")
     if args.memory_child is not None:
         memory_child(args.data_dir, args.memory_child, args.out, args.chunk)
         return
@@ -539,7 +556,7 @@ def main(argv: list[str] | None = None) -> None:
     from cropflow.cube.cluster import local_cluster_kwargs, make_local_cluster
     from cropflow.settings import get_settings
 
-    items = make_dataset(args.data_dir, args.side, args.dates)
+    items = make_dataset(args.data_dir, args.side, args.dates, kind=args.kind)
     bounds = grid_bounds(args.side)
     hrefs = cog_hrefs(items)
     settings = get_settings().dask
@@ -550,6 +567,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB",
         "load_avg_start": os.getloadavg()[0],
         "size": f"{args.side}x{args.side} px, {args.dates} dates, {len(BANDS)} bands + SCL (20 m)",
+        "kind": args.kind,
         "reader": args.reader,
     }
     nbytes, t1, c1 = measure_floor(hrefs, bounds, 1)

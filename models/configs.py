@@ -63,6 +63,11 @@ class CropMaskLSTMConfig(_FamilyConfig):
         "every valid date; holds up on long series: 0.665 vs 0.27 macro-F1 on the 149-date "
         "temporalCNN fixture).",
     )
+    bidirectional: bool = Field(
+        False,
+        description="Also read each series backwards (twice the encoder's cost); the "
+        "reference reads forwards only.",
+    )
     alpha: float = Field(
         10.0,
         gt=0,

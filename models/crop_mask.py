@@ -62,6 +62,8 @@ class CropMaskNet(nn.Module):
         num_local_layers: linear layers of the local head.
         pooling: ``"last"``: the last layer's final hidden state (the reference);
             ``"mean_max"``: mean + max over the valid dates of the last layer's outputs.
+        bidirectional: also read each series backwards (the encoding is then twice as wide);
+            the reference reads forwards only.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class CropMaskNet(nn.Module):
         num_global_layers: int,
         num_local_layers: int,
         pooling: Literal["last", "mean_max"],
+        bidirectional: bool,
     ) -> None:
         super().__init__()
         self.pooling = pooling
@@ -84,7 +87,10 @@ class CropMaskNet(nn.Module):
             num_layers=num_layers,
             dropout=dropout if num_layers > 1 else 0.0,
             batch_first=True,
+            bidirectional=bidirectional,
         )
+        self.directions = 2 if bidirectional else 1
+        width = hidden_size * self.directions
         for name, param in self.lstm.named_parameters():
             if name.startswith("bias_ih"):  # forget gate (i, f, g, o order): b_ih + b_hh = 1
                 with torch.no_grad():
@@ -93,16 +99,16 @@ class CropMaskNet(nn.Module):
                 with torch.no_grad():
                     param[hidden_size : 2 * hidden_size].fill_(0.0)
         self.dropout = nn.Dropout(dropout)
-        self.norm = BatchNorm1dAnyBatch(hidden_size)
-        self.global_head = _head(hidden_size, n_classes, num_global_layers)
-        self.local_head = _head(hidden_size, 1, num_local_layers)
+        self.norm = BatchNorm1dAnyBatch(width)
+        self.global_head = _head(width, n_classes, num_global_layers)
+        self.local_head = _head(width, 1, num_local_layers)
 
     def forward(self, x: Tensor, pad_mask: Tensor) -> tuple[Tensor, Tensor]:
         """``x`` ``[B, T, C]``, ``pad_mask`` ``[B, T]`` -> global ``[B, K]``, local ``[B]``."""
         # -- encoding: LSTM over the valid dates, then the final state or mean + max of steps
         outputs, (h_n, _) = self.lstm(pack_valid_steps(x, pad_mask))
-        if self.pooling == "last":
-            state = h_n[-1]
+        if self.pooling == "last":  # the last layer's final state of each direction
+            state = torch.cat(list(h_n[-self.directions :]), dim=-1)
         else:
             steps, lengths = pad_packed_sequence(outputs, batch_first=True)
             valid = torch.arange(steps.shape[1])[None, :] < lengths[:, None]
@@ -217,6 +223,7 @@ class CropMaskLSTM(CropflowModel):
             num_global_layers=config.num_global_layers,
             num_local_layers=config.num_local_layers,
             pooling=config.pooling,
+            bidirectional=config.bidirectional,
         )
 
     def forward(self, batch: Batch) -> ModelOutput:

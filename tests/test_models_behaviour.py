@@ -112,10 +112,21 @@ def field_mask_for(n: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["ltae", "utae", "crop_mask_lstm", "field_bigru"])
-def test_padded_dates_do_not_change_the_output(name: str) -> None:
-    """A padded batch of unequal series gives each series the output it gets alone."""
-    model = make_model(name, n_time=None)
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [
+        ("ltae", {}),
+        ("utae", {}),
+        ("crop_mask_lstm", {}),
+        ("crop_mask_lstm", {"bidirectional": True}),
+        ("crop_mask_lstm", {"bidirectional": True, "pooling": "last"}),
+        ("field_bigru", {}),
+    ],
+)
+def test_padded_dates_do_not_change_the_output(name: str, extra: dict[str, Any]) -> None:
+    """A padded batch of unequal series gives each series the output it gets alone (a
+    backward LSTM too: it must start from each series' last valid date)."""
+    model = make_model(name, n_time=None, **extra)
     g = torch.Generator().manual_seed(3)
     lengths, t_max = [5, 3, 1], 8
     singles, xs, dates, pads = [], [], [], []

@@ -294,30 +294,43 @@ def fill_linear(values: Sequence[np.ndarray], has: np.ndarray, t: np.ndarray) ->
     last take the nearest filled value; pixels with no filled step stay NaN. Returns the
     (P, h, w) bool mask of filled steps.
     """
+    # Positions are flat indices into (P * h * w): the (few) filled positions, their source
+    # steps and time weights are found once from ``has`` and serve every array, which then
+    # costs two gathers and one scatter of the filled positions (masked whole-slice
+    # operations cost more: on partly cloudy data the masks defeat branch prediction).
     p = has.shape[0]
-    filled = np.zeros_like(has)
-    flat = has.reshape(p, -1)
-    # only pixels with some steps filled and some empty need work (usually few)
-    cols = np.flatnonzero(flat.any(axis=0) & ~flat.all(axis=0))
-    if cols.size == 0:
+    n = int(np.prod(has.shape[1:], dtype=np.int64))
+    flat = has.reshape(p, n)
+    steps = np.arange(p, dtype=np.int16)[:, None]
+    prev = np.where(flat, steps, -1)  # the last filled step up to each (-1: none yet)
+    nxt = np.where(flat, steps, p)  # the next filled step from each (p: none)
+    for s in range(1, p):  # a loop of whole rows: ufunc.accumulate along axis 0 is slower
+        np.maximum(prev[s - 1], prev[s], out=prev[s])
+    for s in range(p - 2, -1, -1):
+        np.minimum(nxt[s + 1], nxt[s], out=nxt[s])
+    filled: np.ndarray = (~flat & ((prev >= 0) | (nxt < p))).reshape(has.shape)
+    pos = np.flatnonzero(filled)
+    if pos.size == 0:
         return filled
-    sub = flat[:, cols]
-    steps = np.arange(p, dtype=np.int32)[:, None]
-    prev = np.maximum.accumulate(np.where(sub, steps, -1), axis=0)
-    nxt = np.minimum.accumulate(np.where(sub, steps, p)[::-1], axis=0)[::-1]
-    lo = np.clip(np.where(prev < 0, nxt, prev), 0, p - 1)
-    hi = np.clip(np.where(nxt >= p, prev, nxt), 0, p - 1)
-    tt = t.astype(np.float64)
-    t_lo, t_hi = tt[lo], tt[hi]
-    same = hi == lo
-    w = np.where(same, 0.0, (tt[:, None] - t_lo) / np.where(same, 1.0, t_hi - t_lo))
-    w = w.astype(np.float32)
-    empty = ~sub
+    lo = prev.reshape(-1)[pos].astype(np.intp)
+    hi = nxt.reshape(-1)[pos].astype(np.intp)
+    lo = np.where(lo < 0, hi, lo)  # before the first filled step: the first one
+    hi = np.where(hi >= p, lo, hi)  # after the last: the last one
+    col = pos % n
+    tt = np.asarray(t, dtype=np.float64)
+    at = tt[pos // n]
+    t_lo, span = tt[lo], tt[hi] - tt[lo]
+    w = np.where(span > 0, (at - t_lo) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
+    src_lo = lo * n + col
+    src_hi = hi * n + col
     for v in values:
-        vf = v.reshape(p, -1)
-        part = vf[:, cols]
-        v_lo = np.take_along_axis(part, lo, axis=0)
-        v_hi = np.take_along_axis(part, hi, axis=0)
-        vf[:, cols] = np.where(empty, v_lo + w * (v_hi - v_lo), part)
-    filled.reshape(p, -1)[:, cols] = empty
+        if not v.flags.c_contiguous:
+            raise ValueError("fill_linear needs C-contiguous arrays (it fills them in place)")
+        vf = v.reshape(-1)
+        a = vf[src_lo]
+        b = vf[src_hi]
+        b -= a
+        b *= w
+        a += b
+        vf[pos] = a
     return filled

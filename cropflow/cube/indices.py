@@ -34,8 +34,12 @@ def _finite(out: np.ndarray) -> np.ndarray:
 
 def _nd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Normalised difference (a - b) / (a + b); NaN where the sum is 0."""
+    out: np.ndarray = np.subtract(a, b, dtype=np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return _finite((a - b) / (a + b))
+        np.divide(out, np.add(a, b, dtype=np.float32), out=out)
+    # finite inputs give a non-finite ratio only where the sum is 0 (+-inf, or NaN for 0/0)
+    np.copyto(out, np.float32(np.nan), where=np.isinf(out))
+    return out
 
 
 def _evi(x: Arrays) -> np.ndarray:

@@ -247,10 +247,10 @@ def stack_sources(
         )
     ds = xr.Dataset(variables, coords=base.coords, attrs=dict(base.attrs))
     for name, var in ds.data_vars.items():
-        var.attrs["grid_mapping"] = "spatial_ref"
-        ds[name] = var.chunk({d: (-1 if d == "time" else chunk) for d in var.dims})
-    for var in ds.data_vars.values():
-        var.encoding = {}
+        chunked = var.chunk({d: (-1 if d == "time" else chunk) for d in var.dims})
+        chunked.attrs["grid_mapping"] = "spatial_ref"
+        chunked.encoding = {}
+        ds[name] = chunked
     bands = main.bands + [v for s in sources for v in s["variables"]]
     summary = main.model_dump(mode="json") | {
         "key": key,
@@ -274,7 +274,9 @@ def stack_sources(
     if partial.exists():
         shutil.rmtree(partial)
     partial.parent.mkdir(parents=True, exist_ok=True)
-    compressor = str((main_params(base) or {}).get("compressor") or "blosc-blosclz")
+    recorded = base.attrs.get(ATTR + "params")  # the main cube's build parameters
+    compressor = str((recorded if isinstance(recorded, dict) else {}).get("compressor") or "")
+    compressor = compressor or "blosc-blosclz"
     ds.to_zarr(
         partial,
         mode="w",
@@ -293,9 +295,3 @@ def stack_sources(
     consolidate_zarr(partial)
     replace_dir(partial, final)
     return read_ref(final)
-
-
-def main_params(ds: xr.Dataset) -> dict[str, Any] | None:
-    """The main cube's recorded build parameters."""
-    params = ds.attrs.get(ATTR + "params")
-    return params if isinstance(params, dict) else None
