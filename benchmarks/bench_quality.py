@@ -51,6 +51,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "noise_std=0.1": {"augment": {"noise_std": 0.1}},
     "average_epochs=2": {"average_epochs": 2.0},
     "average_epochs=5": {"average_epochs": 5.0},
+    "weight_decay=1e-2": {"weight_decay": 1e-2},
+    "label_smoothing=0.1": {"label_smoothing": 0.1},
+    "batch_size=32": {"batch_size": 32},
+    # model options (merged into the family's config): for the family they belong to
+    "model.d_model=128": {"model": {"d_model": 128}},
+    "model.dropout=0.5": {"model": {"dropout": 0.5}},
+    "model.bidirectional": {"model": {"bidirectional": True}},
 }
 METRICS = ("overall_accuracy", "macro_f1", "kappa")
 
@@ -146,7 +153,8 @@ def networks(
         runs, epochs = [], []
         t0 = time.perf_counter()
         for seed in seeds:
-            result = train_family(uri, family, seed, **VARIANTS[variant])
+            options = dict(VARIANTS[variant])
+            result = train_family(uri, family, seed, model=options.pop("model", {}), **options)
             runs.append(result.test)
             epochs.append(f"{result.epochs_run}({result.best_epoch})")
         label = family if variant == "defaults" else f"{family}, {variant}"

@@ -57,15 +57,17 @@ def family_arguments(
     return args
 
 
-def train_family(uri: str, family: str, seed: int, **options: Any) -> TrainResult:
-    """One training of ``family`` at its defaults (plus ``options``) on the training set
-    ``uri``, not registered."""
+def train_family(
+    uri: str, family: str, seed: int, model: dict[str, Any] | None = None, **options: Any
+) -> TrainResult:
+    """One training of ``family`` at its defaults (plus the ``model`` options of its config and
+    the training ``options``) on the training set ``uri``, not registered."""
     from cropflow.train import TrainParams, train
 
     params = TrainParams.model_validate(
         {
             "training_set": uri,
-            "model": {"name": family},
+            "model": {**(model or {}), "name": family},
             **options,
             "seed": seed,
             "register_model": False,

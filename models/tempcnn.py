@@ -63,8 +63,9 @@ class TempCNNNet(nn.Module):
 
     def forward(self, x: Tensor, pad_mask: Tensor) -> Tensor:
         """``x`` ``[B, T, C]``, ``pad_mask`` ``[B, T]`` -> logits ``[B, K]``."""
-        # -- padded dates become the band mean
-        x = x.masked_fill(pad_mask.unsqueeze(-1), 0.0)
+        # -- padded dates become the band mean (no copy of a batch without padding)
+        if bool(pad_mask.any()):
+            x = x.masked_fill(pad_mask.unsqueeze(-1), 0.0)
         # -- temporal convolutions (channels first)
         features = self.encoder(x.transpose(1, 2))
         # -- flatten + dense

@@ -7,6 +7,9 @@ a time (only that step's acquisitions are held), and the outputs are (steps, h, 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,6 +60,34 @@ class BlockResult:
     block: Block
     arrays: dict[str, np.ndarray]
     stats: BlockStats
+
+
+#: glibc ``mallopt`` parameters (malloc.h) and the values block tasks set (see below).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+KEEP_FREED_BYTES = 1 << 30
+HEAP_UP_TO_BYTES = 32 << 20  # glibc's largest accepted mmap threshold on 64-bit
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Let this process reuse the memory block tasks free instead of returning it (glibc).
+
+    A block task allocates and frees arrays of 4-50 MB. By default glibc maps the larger ones
+    afresh and returns freed heap to the system, so every block touches new pages: on this
+    project's VM that cost a third of the block time in page faults (system time; measured
+    with ``benchmarks/bench_cube.py``). Fixed thresholds keep up to :data:`KEEP_FREED_BYTES`
+    of freed heap for reuse; peak memory is unchanged (still one block's arrays). Once per
+    process; returns False where there is no glibc (nothing to tune)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    ok = mallopt(_M_MMAP_THRESHOLD, HEAP_UP_TO_BYTES) == 1
+    return mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES) == 1 and ok
 
 
 def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
@@ -210,6 +241,7 @@ def compute_block(plan: CubePlan, block: Block, scope: str = "") -> BlockResult:
 
     ``scope`` names the build: sources found unreadable are not retried within one build (one
     scope), and are tried again by the next (default: the plan's key)."""
+    keep_freed_memory()
     t0 = time.perf_counter()
     p = plan.params
     bands = plan.bands
