@@ -168,8 +168,10 @@ def main() -> None:
             print(threads, batch, {k: round(v) for k, v in r.items()}, flush=True)
     print(machine_line(load, started, None))
     print(f"\nD={D} bands, T={T} dates, K={K} classes, 3 x {WIDTH} filters, kernel {KERNEL}\n")
-    print("| threads | batch | inference ref | inference cropflow | ratio | training ref "
-          "| training cropflow | ratio |")
+    print(
+        "| threads | batch | inference ref | inference cropflow | ratio | training ref "
+        "| training cropflow | ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for threads, batch, r in rows:
         print(

@@ -86,8 +86,9 @@ def keep_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    ok = mallopt(_M_MMAP_THRESHOLD, HEAP_UP_TO_BYTES) == 1
-    return mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES) == 1 and ok
+    ok: bool = mallopt(_M_MMAP_THRESHOLD, HEAP_UP_TO_BYTES) == 1
+    trimmed: bool = mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES) == 1
+    return ok and trimmed
 
 
 def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
