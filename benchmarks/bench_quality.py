@@ -58,6 +58,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "model.d_model=128": {"model": {"d_model": 128}},
     "model.dropout=0.5": {"model": {"dropout": 0.5}},
     "model.bidirectional": {"model": {"bidirectional": True}},
+    "model.hidden_size=64": {"model": {"hidden_size": 64}},
+    "model.hidden_size=256": {"model": {"hidden_size": 256}},
+    "model.num_layers=2": {"model": {"num_layers": 2}},
+    "lr=3e-3": {"lr": 3e-3},
+    "lr=3e-4": {"lr": 3e-4},
+    "model.pooling=windows": {"model": {"pooling": "windows"}},
+    "model.pooling=windows24": {"model": {"pooling": "windows", "windows": 24}},
+    "model.pooling=windows6": {"model": {"pooling": "windows", "windows": 6}},
 }
 METRICS = ("overall_accuracy", "macro_f1", "kappa")
 

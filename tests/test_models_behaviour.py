@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cropflow.classes import ClassDef, ClassMap
 from cropflow.errors import ContractError
@@ -23,7 +25,7 @@ from models import (
     parse_model_config,
 )
 from models.contract import BandStats, InputContract
-from models.crop_mask import combined_loss
+from models.crop_mask import combined_loss, window_means
 from models.layers import TemporalAttentionEncoder
 
 BANDS = ["blue", "green", "red", "nir"]
@@ -120,6 +122,8 @@ def field_mask_for(n: int) -> torch.Tensor:
         ("crop_mask_lstm", {}),
         ("crop_mask_lstm", {"bidirectional": True}),
         ("crop_mask_lstm", {"bidirectional": True, "pooling": "last"}),
+        ("crop_mask_lstm", {"pooling": "windows", "windows": 3}),
+        ("crop_mask_lstm", {"pooling": "mean_max"}),
         ("field_bigru", {}),
     ],
 )
@@ -293,6 +297,31 @@ def _loss_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     local_logits = torch.randn(8, generator=g)
     target = torch.tensor([0, 1, 2, 0, 255, 1, 0, 2])
     return global_logits, local_logits, target
+
+
+@given(
+    lengths=st.lists(st.integers(0, 40), min_size=1, max_size=5),
+    windows=st.integers(1, 12),
+    width=st.integers(1, 3),
+)
+@settings(max_examples=60, deadline=None)
+def test_window_means_split_each_series_into_equal_parts(
+    lengths: list[int], windows: int, width: int
+) -> None:
+    """Each part holds ceil or floor of length / windows steps, in order; steps past a
+    series' length are never read."""
+    n = max(lengths)
+    steps = torch.randn(len(lengths), n, width, dtype=torch.float64)
+    for i, length in enumerate(lengths):
+        steps[i, length:] = float("nan")  # padding: must not leak into any part
+    means = window_means(steps, torch.tensor(lengths), windows)
+    assert means.shape == (len(lengths), windows, width)
+    for i, length in enumerate(lengths):
+        bounds = [-(-k * length // windows) for k in range(windows + 1)]  # ceil(k L / W)
+        for k in range(windows):
+            part = steps[i, bounds[k] : bounds[k + 1]]
+            want = part.mean(dim=0) if len(part) else torch.zeros(width, dtype=torch.float64)
+            assert torch.allclose(means[i, k], want), (length, windows, k)
 
 
 def test_combined_loss_weighs_a_global_sample_one_alpha_th_of_a_local_one() -> None:

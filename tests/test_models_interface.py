@@ -369,19 +369,20 @@ def test_every_family_overfits_a_tiny_batch(name: str) -> None:
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses: list[float] = []
     accuracy = 0.0
-    for _step in range(200):
+    for step in range(200):
         optimiser.zero_grad()
         out = model(batch)
         loss = model.loss(out, y)
         losses.append(loss.item())
         accuracy = (out.logits.argmax(dim=1) == y).float().mean().item()
-        if losses[-1] < 0.05 and accuracy == 1.0:
+        # at least 20 steps: BatchNorm's running statistics (momentum 0.1) follow the batch's
+        if losses[-1] < 0.05 and accuracy == 1.0 and step >= 20:
             break
         loss.backward()
         optimiser.step()
     assert losses[-1] < 0.05 < losses[0]
     assert accuracy == 1.0
-    model.eval()  # BatchNorm running statistics lag behind a short training: close answers
+    model.eval()  # running statistics still lag a little behind: close answers
     with torch.no_grad():
         pred = model(batch).logits.argmax(dim=1)
     assert (pred == y).float().mean().item() >= 0.9
