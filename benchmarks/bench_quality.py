@@ -63,9 +63,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "model.num_layers=2": {"model": {"num_layers": 2}},
     "lr=3e-3": {"lr": 3e-3},
     "lr=3e-4": {"lr": 3e-4},
-    "model.pooling=windows": {"model": {"pooling": "windows"}},
-    "model.pooling=windows24": {"model": {"pooling": "windows", "windows": 24}},
-    "model.pooling=windows6": {"model": {"pooling": "windows", "windows": 6}},
+    "model.pooling=mean_max": {"model": {"pooling": "mean_max"}},
+    "model.num_global_layers=2": {"model": {"num_global_layers": 2}},
+    "model.windows=16": {"model": {"windows": 16}},
+    "model.windows=6": {"model": {"windows": 6}},
 }
 METRICS = ("overall_accuracy", "macro_f1", "kappa")
 
