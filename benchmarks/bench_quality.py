@@ -65,7 +65,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr=3e-4": {"lr": 3e-4},
     "model.pooling=mean_max": {"model": {"pooling": "mean_max"}},
     "model.num_global_layers=2": {"model": {"num_global_layers": 2}},
-    "model.windows=16": {"model": {"windows": 16}},
     "model.windows=6": {"model": {"windows": 6}},
 }
 METRICS = ("overall_accuracy", "macro_f1", "kappa")

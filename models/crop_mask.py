@@ -111,20 +111,23 @@ class CropMaskNet(nn.Module):
 
     def forward(self, x: Tensor, pad_mask: Tensor) -> tuple[Tensor, Tensor]:
         """``x`` ``[B, T, C]``, ``pad_mask`` ``[B, T]`` -> global ``[B, K]``, local ``[B]``."""
-        # -- encoding: LSTM over the valid dates, then the final state or mean + max of steps
+        # -- encoding: LSTM over the valid dates, then the final state or a pooling of its steps
         outputs, (h_n, _) = self.lstm(pack_valid_steps(x, pad_mask))
         if self.pooling == "last":  # the last layer's final state of each direction
             state = torch.cat(list(h_n[-self.directions :]), dim=-1)
-        elif self.pooling == "windows":
-            steps, lengths = pad_packed_sequence(outputs, batch_first=True)
-            state = window_means(steps, lengths.to(steps.device), self.windows).flatten(1)
         else:
             steps, lengths = pad_packed_sequence(outputs, batch_first=True)
-            valid = torch.arange(steps.shape[1])[None, :] < lengths[:, None]
-            valid = valid.to(steps.device).unsqueeze(-1)
-            mean = (steps * valid).sum(dim=1) / lengths.to(steps.device, steps.dtype)[:, None]
-            peak = steps.masked_fill(~valid, torch.finfo(steps.dtype).min).amax(dim=1)
-            state = mean + peak
+            lengths = lengths.to(steps.device)
+            if self.pooling == "windows":
+                state = window_means(steps, lengths, self.windows).flatten(1)
+            else:  # mean_max
+                valid = (
+                    torch.arange(steps.shape[1], device=steps.device)[None, :] < lengths[:, None]
+                )
+                valid = valid.unsqueeze(-1)
+                mean = (steps * valid).sum(dim=1) / lengths.to(steps.dtype)[:, None]
+                peak = steps.masked_fill(~valid, torch.finfo(steps.dtype).min).amax(dim=1)
+                state = mean + peak
         encoding = self.norm(self.dropout(state))
 
         # -- heads
