@@ -327,6 +327,79 @@ def test_given_epochs_are_kept_and_unresolved_epochs_are_refused() -> None:
     assert TrainOptions().for_training_size(216).planned_epochs == 375
 
 
+@settings(max_examples=50, deadline=None)
+@given(
+    n_train=st.integers(1, 50_000),
+    n_val=st.integers(1, 20_000),
+    batch=st.integers(1, 512),
+    epochs=st.one_of(st.none(), st.integers(1, 400)),
+    data=st.data(),
+)
+def test_a_refit_runs_the_best_epochs_share_of_its_schedule(
+    n_train: int, n_val: int, batch: int, epochs: int | None, data: st.DataObject
+) -> None:
+    options = TrainOptions.model_validate({"batch_size": batch, "epochs": epochs})
+    selection = options.for_training_size(n_train)
+    best = data.draw(st.integers(1, selection.planned_epochs), label="best epoch")
+    refit = options.for_refit(n_train, n_val, best)
+    planned = refit.planned_epochs
+    assert planned == options.for_training_size(n_train + n_val).planned_epochs
+    assert refit.max_epochs is not None and 1 <= refit.max_epochs <= planned
+    assert refit.early_stopping.patience is None  # val is in the training data
+    # the same share of the schedule, to the nearest epoch (at least one epoch)
+    share = abs(refit.max_epochs / planned - best / selection.planned_epochs)
+    assert share <= 0.5 / planned + 1e-9 or refit.max_epochs == 1
+    if epochs is not None:  # given epochs: the same schedule, stopped at the best epoch
+        assert refit.max_epochs == best
+
+
+def test_a_refit_of_a_small_set_takes_about_the_selections_steps() -> None:
+    # the temporalCNN fixture: 216 train + 44 val series, batches of 64, min_steps 1500:
+    # 375 epochs of 4 steps for the selection, 300 of 5 for the refit
+    refit = TrainOptions().for_refit(216, 44, best_epoch=96)
+    assert (refit.planned_epochs, refit.max_epochs) == (300, 77)
+    assert abs(77 * 5 - 96 * 4) <= 5  # 385 steps against the selection's 384
+
+
+def test_refit_auto_is_for_small_pixel_sets_only() -> None:
+    auto = TrainOptions()
+    assert auto.refits("pixel", 216) and auto.refits("pixel", 9_999)
+    assert not auto.refits("pixel", 10_000)  # large: the val split's share is small
+    assert not auto.refits("patch", 200) and not auto.refits("field", 200)
+    rho = TrainOptions.model_validate({"sampling": {"strategy": "rho_loss"}})
+    assert not rho.refits("pixel", 216)  # its holdout model learns from val
+    assert TrainOptions(refit="always").refits("patch", 10**6)
+    assert not TrainOptions(refit="never").refits("pixel", 10)
+
+
+def test_splits_concatenate_with_the_shorter_series_padded() -> None:
+    rng = np.random.default_rng(0)
+
+    def split(n: int, t: int, first_unit: int) -> SplitArrays:
+        return SplitArrays(
+            x=rng.normal(size=(n, t, 2)).astype(np.float32),
+            y=rng.integers(0, 3, n),
+            dates=np.tile(np.arange(1, t + 1) * 10, (n, 1)),
+            pad_mask=np.zeros((n, t), bool),
+            units=np.arange(first_unit, first_unit + n),
+            unit_kind="field",
+        )
+
+    a, b = split(5, 6, 0), split(3, 4, 0)
+    both = a.concat(b)
+    assert both.x.shape == (8, 6, 2) and both.dates.shape == both.pad_mask.shape == (8, 6)
+    np.testing.assert_array_equal(both.x[:5], a.x)
+    np.testing.assert_array_equal(both.x[5:, :4], b.x)
+    assert both.pad_mask[5:, 4:].all() and not both.pad_mask[5:, :4].any()
+    assert not both.pad_mask[:5].any()
+    np.testing.assert_array_equal(both.y, np.concatenate([a.y, b.y]))
+    assert both.units is not None and len(set(both.units.tolist())) == 8  # no unit shared
+    assert both.unit_kind == "field"
+    data = synthetic_training_data("pixel", sizes=(20, 7, 5))
+    merged = data.with_val_in_train()
+    assert len(merged.split("train")) == 27 and len(merged.split("val")) == 7
+
+
 def test_a_small_val_split_trains_with_a_warning(tmp_path: Path) -> None:
     """16 val samples (< 30 units): trained anyway, the run tagged with the warning; 40 do not."""
     small = synthetic_training_data("pixel", sizes=(48, 16, 16), n_time=5)

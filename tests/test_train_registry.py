@@ -14,10 +14,12 @@ from mlflow import MlflowClient
 from cropflow.errors import ConfigError
 from cropflow.settings import get_settings
 from cropflow.train import CHALLENGER, CHAMPION, TrainParams, load_model, register_run, train
+from cropflow.train.checkpoint import CheckpointStore
 from cropflow.train.data import Normaliser, SplitArrays, TrainingData
 from cropflow.train.engine import evaluate_split
 from cropflow.train.synthetic import synthetic_training_data
-from models.base import Batch, build_model
+from cropflow.train.training import TrainOutcome
+from models.base import Batch, CropflowModel, build_model
 
 TINY = {
     "ltae": {
@@ -69,16 +71,24 @@ def _params(tmp_path: Path, family: str, **kw: object) -> TrainParams:
         "lr": 5e-3,
         "checkpoint_dir": tmp_path / "ckpt",
     }
+    if kw.pop("refit_auto", False) is False:
+        base["refit"] = "never"
     base.update(kw)
     return TrainParams.model_validate(base)
 
 
-def _in_memory_model(params: TrainParams, data: TrainingData) -> torch.nn.Module:
-    """The trained weights straight from the run's best checkpoint (no MLflow involved)."""
+def _in_memory_model(params: TrainParams, data: TrainingData, refit: bool = False) -> CropflowModel:
+    """The trained weights straight from the run's checkpoints (no MLflow involved): the best
+    epoch's, or with ``refit`` the last epoch of the refit on train + val."""
     model = build_model(params.model, data.contract())
     assert params.checkpoint_dir is not None
-    state = torch.load(params.checkpoint_dir / "best.pt", weights_only=True)
-    model.load_state_dict(state)
+    if refit:
+        store = CheckpointStore(params.checkpoint_dir / "refit", f"{params.run_key()}-refit")
+        last = store.latest()
+        assert last is not None
+        model.load_state_dict(last.model)
+    else:
+        model.load_state_dict(torch.load(params.checkpoint_dir / "best.pt", weights_only=True))
     return model.eval()
 
 
@@ -99,9 +109,11 @@ def test_train_register_load_by_alias_round_trip(
         sizes=(32, 12, 12) if kind == "patch" else (64, 24, 24),
         size=train_size or 8,
     )
-    params = _params(tmp_path, family)
+    params = _params(tmp_path, family, refit_auto=True)
     result = train(params, data=data)
     assert result.status == "finished" and result.model_uri
+    # refit="auto": the small pixel set is refit on train + val, the patch set is not
+    assert (result.refit_epochs is not None) == (kind == "pixel")
     reg = register_run(result.run_id, data=data)
     assert (reg.alias, reg.version, reg.reason) == (CHAMPION, "1", "no champion yet")
 
@@ -121,7 +133,7 @@ def test_train_register_load_by_alias_round_trip(
         x=norm(torch.from_numpy(raw)), dates=doy, pad_mask=torch.zeros(b, t, dtype=torch.bool)
     )
     with torch.no_grad():
-        want = _in_memory_model(params, data)(batch).logits
+        want = _in_memory_model(params, data, refit=result.refit_epochs is not None)(batch).logits
         got = loaded.model(batch).logits
     assert tuple(got.shape) == ((b, 3, tile, tile) if tile else (b, 3))
     torch.testing.assert_close(got, want, rtol=0, atol=0)
@@ -135,6 +147,42 @@ def test_train_register_load_by_alias_round_trip(
     assert temperature == pytest.approx(result.calibration["temperature"], rel=1e-6)
     calibrated = torch.softmax(want / temperature, dim=1).numpy()
     np.testing.assert_allclose(probs, calibrated, rtol=1e-5, atol=1e-6)
+
+
+def test_a_refit_is_judged_by_its_selection(tmp_path: Path, registered_name: str) -> None:
+    """The logged model is the refit on train + val; val scores, the temperature and the
+    champion comparison are those of the model selected on val (saved with the run)."""
+    data = synthetic_training_data("pixel", sizes=(96, 48, 24), separation=1.0, noise=0.8)
+    params = _params(tmp_path / "a", "ltae", epochs=6, refit="always")
+    result = train(params, data=data)
+    assert result.refit_epochs == result.best_epoch  # given epochs: stopped at the best one
+    assert set(result.selection_test) == set(result.test)
+    assert result.val["macro_f1"] == pytest.approx(result.best_score)
+    report = TrainOutcome(training=result).to_markdown()
+    assert f"refit on train + val for {result.refit_epochs} epochs" in report
+
+    reg = register_run(result.run_id, data=data)
+    selection, refit = _in_memory_model(params, data), _in_memory_model(params, data, refit=True)
+    logged = load_model(CHAMPION).model
+    weights = zip(logged.state_dict().items(), refit.state_dict().items(), strict=True)
+    for (name, got), (_, want) in weights:
+        if name != "temperature":
+            torch.testing.assert_close(got, want, rtol=0, atol=0)  # the logged model: the refit
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(selection.state_dict().values(), refit.state_dict().values(), strict=True)
+    )
+    # the temperature fitted on val for the selection, carried over to the refit
+    assert float(logged.temperature) == pytest.approx(result.calibration["temperature"], rel=1e-6)
+    # the registry scored the selection model on val, not the refit (which trained on val)
+    val = data.split("val")
+    scored = evaluate_split(selection, val, "val", batch_size=64, device=torch.device("cpu"))
+    assert reg.score == pytest.approx(scored.macro_f1)
+    # a second refit run meets the first as champion: judged by its selection model too
+    second = train(_params(tmp_path / "b", "ltae", epochs=6, refit="always", seed=4), data=data)
+    reg2 = register_run(second.run_id, data=data)
+    assert reg2.champion_score == pytest.approx(reg.score)
+    assert reg2.score == pytest.approx(second.val["macro_f1"])
 
 
 def _val_score(version: str, name: str, data: TrainingData) -> float:
@@ -151,7 +199,8 @@ def _val_score(version: str, name: str, data: TrainingData) -> float:
 
 def test_champion_challenger(tmp_path: Path, registered_name: str) -> None:
     data = synthetic_training_data("pixel", sizes=(96, 48, 24), separation=1.0, noise=0.8)
-    # A: briefly trained -> champion (the first model)
+    # A: briefly trained -> champion (the first model); no refit: each model is judged by
+    # its own val predictions here (refit models: test_a_refit_is_judged_by_its_selection)
     a = train(_params(tmp_path / "a", "ltae", epochs=3, lr=5e-3), data=data)
     reg_a = register_run(a.run_id, data=data)
     assert reg_a.alias == CHAMPION

@@ -52,6 +52,38 @@ class SplitArrays:
     def select_channels(self, idx: Sequence[int]) -> SplitArrays:
         return replace(self, x=np.ascontiguousarray(self.x[:, :, list(idx)]))
 
+    def concat(self, other: SplitArrays) -> SplitArrays:
+        """This split's samples, then ``other``'s; the shorter series padded to the longer
+        (missing dates), ``other``'s units renumbered after this split's."""
+
+        def pad_time(a: npt.NDArray[Any], t: int, value: float) -> npt.NDArray[Any]:
+            widths = [(0, 0)] * a.ndim
+            widths[1] = (0, t - a.shape[1])
+            return np.pad(a, widths, constant_values=value)
+
+        t = max(self.x.shape[1], other.x.shape[1])
+
+        def both(name: str, value: float) -> npt.NDArray[Any]:
+            a, b = getattr(self, name), getattr(other, name)
+            return np.concatenate([pad_time(a, t, value), pad_time(b, t, value)])
+
+        units = None
+        if self.units is not None and other.units is not None:
+            offset = int(self.units.max()) + 1 if len(self.units) else 0
+            units = np.concatenate([self.units, other.units + offset])
+        masks = None
+        if self.field_mask is not None and other.field_mask is not None:
+            masks = np.concatenate([self.field_mask, other.field_mask])
+        return SplitArrays(
+            x=both("x", 0.0),
+            y=np.concatenate([self.y, other.y]),
+            dates=both("dates", 0),
+            pad_mask=both("pad_mask", 1),
+            field_mask=masks,
+            units=units,
+            unit_kind=self.unit_kind,
+        )
+
 
 @dataclass
 class TrainingData:
@@ -104,6 +136,12 @@ class TrainingData:
             bands=list(bands),
             splits={k: v.select_channels(idx) for k, v in self.splits.items()},
         )
+
+    def with_val_in_train(self) -> TrainingData:
+        """The val split's samples added to the train split (a refit on all labelled data but
+        the test split); val stays as it is."""
+        train = self.split("train").concat(self.split("val"))
+        return replace(self, splits={**self.splits, "train": train})
 
     def weight_vector(self) -> torch.Tensor | None:
         """Class weights in output order (None when the training set has none)."""

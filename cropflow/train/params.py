@@ -118,6 +118,9 @@ class SamplingParams(BaseModel):
 #: Epochs of a training with ``epochs`` unset, on a training set large enough for min_steps.
 AUTO_EPOCHS = 30
 
+#: ``refit="auto"`` refits pixel models whose train split has fewer samples than this.
+REFIT_AUTO_MAX_SAMPLES = 10_000
+
 
 class Promotion(BaseModel):
     """When a newly trained model takes the champion alias from the current champion."""
@@ -224,6 +227,17 @@ class TrainOptions(BaseModel):
     augment: AugmentParams = Field(default_factory=AugmentParams)
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     sampling: SamplingParams = Field(default_factory=SamplingParams)
+    refit: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="After early stopping, train a fresh model (same seed) on train + val for "
+        "the best epoch's share of the schedule and keep it: the val split's samples then "
+        "train the model too. Val scores, the calibration temperature and the champion "
+        "comparison stay those of the model selected on val (saved with the run). auto: "
+        f"pixel models with fewer than {REFIT_AUTO_MAX_SAMPLES:,} training samples, where the "
+        "val split is a large share of the data and a second training is cheap (temporalCNN "
+        "fixture, 216 + 44 series: macro-F1 +0.02 to +0.05; benchmarks/RESULTS.md); not with "
+        "sampling rho_loss, whose holdout model learns from val.",
+    )
     calibrate: bool = Field(
         True,
         description="Fit a softmax temperature on the validation split after training (stored "
@@ -281,6 +295,33 @@ class TrainOptions(BaseModel):
             ),
         }
         return self.model_copy(update=update)
+
+    def refits(self, input_kind: str, n_train: int) -> bool:
+        """Whether this training refits on train + val (``refit``, resolved for the data)."""
+        if self.refit != "auto":
+            return self.refit == "always"
+        return (
+            input_kind == "pixel"
+            and n_train < REFIT_AUTO_MAX_SAMPLES
+            and self.sampling.strategy != "rho_loss"
+        )
+
+    def for_refit(self, n_train: int, n_val: int, best_epoch: int) -> Self:
+        """The options of the refit on ``n_train + n_val`` samples after the selection run on
+        ``n_train`` stopped best at ``best_epoch``: the same schedule resolved for the larger
+        set and run to the same share of it, with no early stopping (the val split is in the
+        training data). When ``min_steps`` sets the schedule (small sets) that is about the
+        selection's optimisation steps; with ``epochs`` given, the same epochs."""
+        selection = self.for_training_size(n_train)
+        refit = self.for_training_size(n_train + n_val)
+        share = best_epoch / selection.planned_epochs
+        stop = min(refit.planned_epochs, max(1, round(share * refit.planned_epochs)))
+        return refit.model_copy(
+            update={
+                "max_epochs": stop,
+                "early_stopping": refit.early_stopping.model_copy(update={"patience": None}),
+            }
+        )
 
     @model_validator(mode="after")
     def _check(self) -> Self:

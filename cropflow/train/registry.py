@@ -48,6 +48,10 @@ CHALLENGER = "challenger"
 MODEL_NAME = "model"
 #: Name of the logged model's one artifact (a folder written by models.serialization).
 MODEL_ARTIFACT = "cropflow_model"
+#: Run tag naming the artifact folder of the model selected on val, when the logged model is
+#: its refit on train + val (``TrainOptions.refit``).
+SELECTION_TAG = "cropflow.selection_model"
+SELECTION_ARTIFACT = "selection_model"
 _PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 
 
@@ -226,6 +230,13 @@ class RunLogger:
         self.target.client.set_tag(self.run_id, "cropflow.model_uri", uri)
         return uri
 
+    def log_selection_model(self, model: CropflowModel) -> None:
+        """Save the model selected on val beside a refit logged model (:data:`SELECTION_TAG`)."""
+        with tempfile.TemporaryDirectory(prefix="cropflow-selection-") as tmp:
+            save_model(model, Path(tmp) / SELECTION_ARTIFACT)
+            self.log_dir(Path(tmp))
+        self.set_tags({SELECTION_TAG: SELECTION_ARTIFACT})
+
     def finish(self, status: str = "FINISHED") -> None:
         self.target.client.set_terminated(self.run_id, status)
 
@@ -311,6 +322,28 @@ def load_model(
         uri=uri,
         name=name,
     )
+
+
+def model_for_comparison(
+    model: CropflowModel, run_id: str | None, registered_model: str | None = None
+) -> CropflowModel:
+    """The model whose val predictions speak for a registered ``model`` in a champion
+    comparison: the model selected on val when its run refit on train + val (a refit has
+    seen the val split), else ``model`` itself."""
+    if run_id is None:
+        return model
+    target = mlflow_target(registered_model)
+    folder = target.client.get_run(run_id).data.tags.get(SELECTION_TAG)
+    if not folder:
+        return model
+    with tempfile.TemporaryDirectory(prefix="cropflow-selection-") as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=folder,
+            dst_path=tmp,
+            tracking_uri=target.connect_uri or target.tracking_uri,
+        )
+        return load_model_dir(Path(local), "cpu")
 
 
 class PinnedModel(BaseModel):

@@ -46,6 +46,7 @@ from cropflow.train.registry import (
     flatten,
     load_model,
     mlflow_target,
+    model_for_comparison,
     register_version,
 )
 from cropflow.train.selection import Comparison, paired_bootstrap, unit_ids
@@ -78,6 +79,16 @@ class TrainResult(BaseModel):
         default_factory=dict,
         description="temperature and expected calibration error (val/test, before and after).",
     )
+    refit_epochs: int | None = Field(
+        None,
+        description="Epochs of the refit on train + val (TrainOptions.refit); None: the model "
+        "is the one selected on val.",
+    )
+    selection_test: dict[str, float] = Field(
+        default_factory=dict,
+        description="Test scores of the model selected on val, when the logged model is its "
+        "refit (then `test` is the refit's).",
+    )
 
 
 class TrainOutcome(BaseModel):
@@ -96,8 +107,15 @@ class TrainOutcome(BaseModel):
             f"- epochs run: {t.epochs_run}, best epoch {t.best_epoch} "
             f"(val {t.monitor} {t.best_score:.4f})",
             f"- MLflow run `{t.run_id}` in `{t.tracking_uri}`; model `{t.model_uri}`",
-            "",
         ]
+        if t.refit_epochs is not None:
+            before = t.selection_test.get("macro_f1")
+            lines.append(
+                f"- refit on train + val for {t.refit_epochs} epochs: val scores are the "
+                "selected model's, test scores the refit's"
+                + ("" if before is None else f" (the selected model's test macro F1 {before:.4f})")
+            )
+        lines.append("")
         if t.val or t.test:
             names = list(t.val or t.test)
             lines += ["| split | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
@@ -241,6 +259,7 @@ def train(
     if data is None:
         data = load_training_data(params.training_set)
     data = prepare_data(params, data)
+    options = params  # unresolved, for the refit's schedule
     params = params.for_training_size(len(data.split("train")))  # min_steps on small sets
     contract = trained_contract(params, data)
     torch.manual_seed(params.seed)
@@ -352,35 +371,49 @@ def train(
 
     try:
         device = pick_device(params.device)
+        selected = result.model
         calibration: dict[str, float] = {}
         if params.calibrate:
             calibration = calibrate(
-                result.model, data, device, params.effective_eval_batch_size, params.amp
+                selected, data, device, params.effective_eval_batch_size, params.amp
             )
             logger.log_metrics(calibration, step=result.epochs_run)
-        evals = [
-            evaluate_split(
-                result.model,
-                data.split(name),
-                name,
+
+        def scores(model: CropflowModel, split: str) -> Evaluation:
+            return evaluate_split(
+                model,
+                data.split(split),
+                split,
                 batch_size=params.effective_eval_batch_size,
                 device=device,
                 amp=params.amp,
             )
-            for name in ("val", "test")
-        ]
-        result.model.to("cpu")
+
+        val = scores(selected, "val")  # always the model selected on val: val is unseen
+        final, refit_epochs, selection_test = selected, None, None
+        if options.refits(data.input_kind, len(data.split("train"))):
+            selection_test = scores(selected, "test")
+            final, refit_epochs = refit_on_val(options, data, contract, result.best_epoch, store)
+            final.temperature.copy_(selected.temperature)
+            logger.log_metrics(
+                {"refit_epochs": refit_epochs, **selection_test.summary("selection_test_")},
+                step=result.epochs_run,
+            )
+        test = scores(final, "test")
+        for m in (selected, final):
+            m.to("cpu")
         with tempfile.TemporaryDirectory(prefix="cropflow-eval-") as tmp:
-            for ev in evals:
+            for ev in (val, test):
                 write_evaluation(ev, Path(tmp))
             _write_history(result.history, Path(tmp) / "history.csv")
             logger.log_dir(Path(tmp), "evaluation")
-        val, test = evals
         logger.log_metrics(
             {**val.summary("best_val_"), **test.summary("test_"), "best_epoch": result.best_epoch},
             step=result.epochs_run,
         )
-        model_uri = logger.log_model(result.model)
+        if refit_epochs is not None:
+            logger.log_selection_model(selected)
+        model_uri = logger.log_model(final)
     except Exception as exc:
         logger.set_tags({"cropflow.status": "failed", "cropflow.error": str(exc)[:4000]})
         logger.finish("FAILED")
@@ -394,8 +427,46 @@ def train(
             "val": val.summary(),
             "test": test.summary(),
             "calibration": calibration,
+            "refit_epochs": refit_epochs,
+            "selection_test": {} if selection_test is None else selection_test.summary(),
         }
     )
+
+
+def refit_on_val(
+    options: TrainParams,
+    data: TrainingData,
+    contract: InputContract,
+    best_epoch: int,
+    store: CheckpointStore,
+) -> tuple[CropflowModel, int]:
+    """A fresh model (same seed) trained on train + val for the best epoch's share of the
+    schedule (:meth:`TrainOptions.for_refit`; ``options`` unresolved) -> (model, epochs).
+
+    Its checkpoints go to ``<store>/refit`` (started afresh each time); the model is the last
+    epoch's (the weight average when ``average_epochs`` is set), not a val-selected one. No
+    progress bar: its val scores would be of data the refit trains on.
+    """
+    n_train, n_val = len(data.split("train")), len(data.split("val"))
+    params = options.for_refit(n_train, n_val, best_epoch)
+    log.info(
+        "refit of %s on train + val (%d + %d samples) for %d epochs",
+        options.model.name,
+        n_train,
+        n_val,
+        params.max_epochs,
+    )
+    torch.manual_seed(params.seed)
+    model = build_model(params.model, contract)
+    refit_store = CheckpointStore(store.directory / "refit", f"{store.run_key}-refit")
+    refit_store.reset()
+    fit(model, data.with_val_in_train(), params, refit_store)
+    state = refit_store.latest()
+    if state is None:  # fit raises before this when no epoch ran
+        raise TrainingError("the refit on train + val wrote no checkpoint", hint="rerun")
+    model.load_state_dict(state.model if state.averaged is None else state.averaged)
+    model.eval()
+    return model, state.epoch
 
 
 def _log_history_entry(logger: RunLogger, entry: dict[str, float]) -> None:
@@ -474,8 +545,9 @@ def register_run(
     before = current_alias(CHAMPION, target.registered_model)
     version = register_version(target, model_uri, run_id, region)
     new = load_model(f"models:/{target.registered_model}/{version}")
-    pred_new = val_predictions(new.model, data)
-    score = float(getattr(score_val_predictions(new.model, data, pred_new), metric))
+    judged_new = model_for_comparison(new.model, run_id, target.registered_model)
+    pred_new = val_predictions(judged_new, data)
+    score = float(getattr(score_val_predictions(judged_new, data, pred_new), metric))
 
     champion: tuple[str, float | None, str] | None = None
     comparison = None
@@ -484,12 +556,13 @@ def register_run(
         why = incomparable(champ.contract, data)
         champ_score = None
         if why is None:
-            pred_champ = val_predictions(champ.model, data)
+            judged_champ = model_for_comparison(champ.model, champ.run_id, target.registered_model)
+            pred_champ = val_predictions(judged_champ, data)
             champ_score = float(
-                getattr(score_val_predictions(champ.model, data, pred_champ), metric)
+                getattr(score_val_predictions(judged_champ, data, pred_champ), metric)
             )
             comparison = compare_on_val(
-                data, new.model, pred_new, champ.model, pred_champ, metric, promotion
+                data, judged_new, pred_new, judged_champ, pred_champ, metric, promotion
             )
         champion = (before[0], champ_score, why or "")
     return decide(target, run_id, version, metric, score, champion, comparison, region)
