@@ -68,6 +68,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "model.pooling=mean_max": {"model": {"pooling": "mean_max"}},
     "model.num_global_layers=2": {"model": {"num_global_layers": 2}},
     "model.windows=6": {"model": {"windows": 6}},
+    "model.conv_kernel=0": {"model": {"conv_kernel": 0}},
+    "model.conv_kernel=3": {"model": {"conv_kernel": 3}},
+    "model.conv_kernel=5": {"model": {"conv_kernel": 5}},
+    "model.conv_kernel=7": {"model": {"conv_kernel": 7}},
+    "model.conv_kernel=5 num_layers=2": {"model": {"conv_kernel": 5, "num_layers": 2}},
+    "model.conv_kernel=5 num_global_layers=2": {
+        "model": {"conv_kernel": 5, "num_global_layers": 2}
+    },
     "refit=never": {"refit": "never"},
 }
 METRICS = ("overall_accuracy", "macro_f1", "kappa")

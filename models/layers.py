@@ -167,11 +167,19 @@ def pack_valid_steps(x: Tensor, pad_mask: Tensor) -> PackedSequence:
     (stable sort) and cut off by the packing. A sequence with no valid step keeps one step so
     that the RNN can run; its output is meaningless and should be ignored by the caller.
     """
+    x_sorted, lengths = compact_valid_steps(x, pad_mask)
+    return pack_padded_sequence(x_sorted, lengths.cpu(), batch_first=True, enforce_sorted=False)
+
+
+def compact_valid_steps(x: Tensor, pad_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Move the valid steps of ``x`` ``[B, T, F]`` to the front (time order kept), zero the
+    rest -> (``[B, T, F]``, lengths ``[B]``, at least 1, on ``x``'s device)."""
     x = to_autocast_dtype(x)
     order = torch.argsort(pad_mask.to(torch.uint8), dim=1, stable=True)
     x_sorted = torch.gather(x, 1, order.unsqueeze(-1).expand_as(x))
-    lengths = (~pad_mask).sum(dim=1).clamp_min(1).cpu()
-    return pack_padded_sequence(x_sorted, lengths, batch_first=True, enforce_sorted=False)
+    lengths = (~pad_mask).sum(dim=1)
+    valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+    return x_sorted * valid.unsqueeze(-1).to(x_sorted.dtype), lengths.clamp_min(1)
 
 
 def padded_size(size: int, multiple: int, minimum: int) -> int:

@@ -124,6 +124,8 @@ def field_mask_for(n: int) -> torch.Tensor:
         ("crop_mask_lstm", {"bidirectional": True, "pooling": "last"}),
         ("crop_mask_lstm", {"pooling": "windows", "windows": 3}),
         ("crop_mask_lstm", {"pooling": "mean_max"}),
+        ("crop_mask_lstm", {"conv_kernel": 3}),
+        ("crop_mask_lstm", {"conv_kernel": 5, "bidirectional": True, "pooling": "last"}),
         ("field_bigru", {}),
     ],
 )

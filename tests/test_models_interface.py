@@ -166,6 +166,8 @@ def test_inconsistent_hyper_parameters_are_refused_with_a_hint() -> None:
         parse_model_config({"name": "utae", "encoder_widths": [8, 16], "decoder_widths": [16]})
     with pytest.raises(ConfigError, match="even"):
         parse_model_config({"name": "tempcnn", "kernel_size": 4})
+    with pytest.raises(ConfigError, match="conv_kernel=4 is even"):
+        parse_model_config({"name": "crop_mask_lstm", "conv_kernel": 4})
 
 
 def test_json_schema_lists_every_family() -> None:

@@ -17,7 +17,9 @@ from cropflow.train import TrainParams, train
 from cropflow.train.synthetic import synthetic_training_data
 from models import build_model, load_model, parse_model_config, save_model
 from models.base import Batch, CropflowModel
+from models.configs import CropMaskLSTMConfig
 from models.contract import BandStats, InputContract
+from models.crop_mask import CropMaskNet
 from models.layers import TemporalAttentionEncoder
 from models.ltae import LTAENet
 from models.serialization import CONFIG_FILE
@@ -81,8 +83,18 @@ def test_the_per_date_layer_norm_that_erases_one_band_is_refused() -> None:
         _ltae(input_norm="layer")
 
 
-@pytest.mark.parametrize("family", ["ltae", "tempcnn", "crop_mask_lstm"])
-def test_each_pixel_family_learns_a_one_band_task(family: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("family", "extra"),
+    [
+        ("ltae", {}),
+        ("tempcnn", {}),
+        ("crop_mask_lstm", {}),
+        ("crop_mask_lstm", {"conv_kernel": 5}),
+    ],
+)
+def test_each_pixel_family_learns_a_one_band_task(
+    family: str, extra: dict[str, object], tmp_path: Path
+) -> None:
     data = synthetic_training_data(
         "pixel",
         sizes=(240, 60, 120),
@@ -93,7 +105,7 @@ def test_each_pixel_family_learns_a_one_band_task(family: str, tmp_path: Path) -
         noise=0.3,
         seed=1,
     )
-    model: dict[str, object] = {"name": family}
+    model: dict[str, object] = {"name": family, **extra}
     if family == "crop_mask_lstm":
         model |= {"local_positive_classes": ["wheat", "maize"], "hidden_size": 32}
     result = train(
@@ -164,3 +176,38 @@ def test_a_model_saved_before_an_option_loads_as_it_was_built(
     batch = _batch(3, len(BANDS))
     with torch.no_grad():
         assert torch.equal(loaded(batch).logits, model(batch).logits)
+
+
+def test_the_lstm_convolves_long_series_only_and_older_models_load_without_it(
+    tmp_path: Path,
+) -> None:
+    """conv_kernel None: a convolution over 5 dates for series of 30 steps or more, the
+    reference's input (each date's bands) for shorter ones; a model saved before the option
+    existed loads as the network it was trained in, on long series too."""
+
+    def stem(config: dict[str, object], n_time: int) -> torch.nn.Module | None:
+        model = build_model(parse_model_config(config), _contract(["ndvi"], n_time=n_time))
+        net = model.net
+        assert isinstance(net, CropMaskNet)
+        return net.stem
+
+    base: dict[str, object] = {"name": "crop_mask_lstm", "hidden_size": 8}
+    assert stem(base, 8) is None and stem(base, 29) is None
+    long_stem = stem(base, 149)
+    assert isinstance(long_stem, torch.nn.Conv1d) and long_stem.kernel_size == (5,)
+    assert stem({**base, "conv_kernel": 0}, 149) is None
+    short = stem({**base, "conv_kernel": 3}, 8)
+    assert isinstance(short, torch.nn.Conv1d) and short.kernel_size == (3,)
+
+    torch.manual_seed(0)
+    contract = _contract(["ndvi"], n_time=149)
+    old = build_model(parse_model_config({**base, "conv_kernel": 0}), contract).eval()
+    folder = save_model(old, tmp_path / "model")
+    saved = json.loads((folder / CONFIG_FILE).read_text())
+    del saved["conv_kernel"]  # as written before the option existed
+    (folder / CONFIG_FILE).write_text(json.dumps(saved))
+    loaded = load_model(folder)
+    assert isinstance(loaded.config, CropMaskLSTMConfig) and loaded.config.conv_kernel == 0
+    batch = _batch(3, 1, t=149)
+    with torch.no_grad():
+        assert torch.equal(loaded(batch).logits, old(batch).logits)

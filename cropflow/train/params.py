@@ -236,7 +236,8 @@ class TrainOptions(BaseModel):
         f"pixel models with fewer than {REFIT_AUTO_MAX_SAMPLES:,} training samples, where the "
         "val split is a large share of the data and a second training is cheap (temporalCNN "
         "fixture, 216 + 44 series, 3 seeds: macro-F1 +0.014 to +0.026 for TempCNN and L-TAE, "
-        "+0.006 for the crop-mask LSTM; benchmarks/RESULTS.md); not with sampling rho_loss, "
+        "+0.012 / -0.009 for the crop-mask LSTM (3 bands / NDVI); benchmarks/RESULTS.md); not "
+        "with sampling rho_loss, "
         "whose holdout model learns from val.",
     )
     calibrate: bool = Field(
