@@ -32,12 +32,15 @@ def _check_against_sklearn(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> No
     kappa = cohen_kappa_score(y_true, y_pred)
     # kappa is undefined when chance agreement is 1 (one class everywhere): 0 by convention
     assert ev.kappa == pytest.approx(0.0 if np.isnan(kappa) else kappa)
-    assert ev.macro_f1 == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0))
+    reference = np.unique(y_true)  # averages run over the classes of the reference
+    assert ev.macro_f1 == pytest.approx(
+        f1_score(y_true, y_pred, labels=reference, average="macro", zero_division=0)
+    )
     assert ev.weighted_f1 == pytest.approx(
         f1_score(y_true, y_pred, average="weighted", zero_division=0)
     )
     assert ev.mean_iou == pytest.approx(
-        jaccard_score(y_true, y_pred, average="macro", zero_division=0)
+        jaccard_score(y_true, y_pred, labels=reference, average="macro", zero_division=0)
     )
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     iou = jaccard_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
@@ -75,6 +78,27 @@ def test_metrics_match_sklearn_property(case: tuple[int, list[tuple[int, int]]])
     y_true = np.array([a for a, _ in pairs])
     y_pred = np.array([b for _, b in pairs])
     _check_against_sklearn(y_true, y_pred, k)
+
+
+def test_a_class_only_predicted_is_not_averaged_but_costs_the_true_class() -> None:
+    """A split without water: one pixel called water lowers wheat's recall, not the mean by
+    a whole class (scikit-learn's default would average water's F1 of 0: 1/3 lower here)."""
+    y_true = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    right = y_true.copy()
+    stray = right.copy()
+    stray[0] = 2  # water, absent from the reference
+    names = ["wheat", "barley", "water"]
+    perfect = evaluate_labels(y_true, right, names, "val")
+    ev = evaluate_labels(y_true, stray, names, "val")
+    assert perfect.macro_f1 == pytest.approx(1.0)
+    wheat_f1 = 2 * 3 / (2 * 3 + 0 + 1)  # 3 TP, 1 FN
+    assert ev.macro_f1 == pytest.approx((wheat_f1 + 1.0) / 2)
+    assert ev.mean_iou == pytest.approx((3 / 4 + 1.0) / 2)
+    assert f1_score(y_true, stray, average="macro", zero_division=0) == pytest.approx(
+        (wheat_f1 + 1.0) / 3
+    )
+    water = ev.per_class[2]
+    assert (water.support, water.precision, water.f1) == (0, 0.0, 0.0)
 
 
 def test_ignore_index_is_left_out() -> None:

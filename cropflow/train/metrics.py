@@ -1,8 +1,15 @@
 """Classification metrics from a confusion matrix, with classes by name.
 
-Conventions follow scikit-learn's defaults so that numbers compare: averages (macro F1,
-mean IoU) run over the classes present in the truth or the prediction; a ratio whose
-denominator is zero counts as 0. Pixels labelled ``ignore_index`` are left out.
+Averages (macro F1, mean IoU) run over the **classes present in the reference** (the
+truth of the split scored), as scikit-learn's ``f1_score(..., labels=<classes in y_true>)``.
+A class that is only predicted has no reference to score (its recall is undefined): its false
+positives already count as omissions of the true classes, and its row of the per-class table
+shows its precision (0). Scikit-learn's default also averages such a class, as an F1 of 0:
+one stray pixel of a class that a spatial split happens to lack then moves macro F1 by 1/K,
+which made early stopping keep worse epochs (the demo's U-Net: a val split without water,
+test macro F1 0.833 for the kept epoch against 0.935 four epochs later; see
+``benchmarks/RESULTS.md``). A ratio whose denominator is zero counts as 0. Pixels labelled
+``ignore_index`` are left out.
 """
 
 from __future__ import annotations
@@ -100,7 +107,7 @@ def evaluate_confusion(
     recall = _ratio(tp, support)
     f1 = _ratio(2 * tp, 2 * tp + fp + fn)
     iou = _ratio(tp, tp + fp + fn)
-    present = (support + predicted) > 0
+    present = support > 0  # the reference's classes (module docstring)
     macro_f1 = float(f1[present].mean()) if present.any() else 0.0
     mean_iou = float(iou[present].mean()) if present.any() else 0.0
     weighted_f1 = float((f1 * support).sum() / n) if n else 0.0

@@ -102,7 +102,8 @@ def metric_of(
     conf: npt.NDArray[np.float64], metric: str, classes: npt.NDArray[np.bool_]
 ) -> npt.NDArray[np.float64]:
     """``metric`` of error matrices ``[..., K, K]``; macro F1 averages the given ``classes``
-    (a class absent from a resample, in truth and predictions, is left out of its mean)."""
+    that are in each matrix's truth (the reference's classes, as
+    :func:`cropflow.train.metrics.evaluate_confusion`)."""
     total = conf.sum(axis=(-1, -2))
     diag = np.diagonal(conf, axis1=-2, axis2=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -113,7 +114,7 @@ def metric_of(
             observed = diag.sum(-1) / total
             return np.asarray((observed - expected) / (1 - expected), np.float64)
         denom = conf.sum(-1) + conf.sum(-2)  # 2TP + FP + FN
-        f1 = np.where(denom > 0, 2 * diag / denom, np.nan)[..., classes]
+        f1 = np.where(conf.sum(-1) > 0, 2 * diag / denom, np.nan)[..., classes]
         return np.asarray(np.nanmean(f1, axis=-1), np.float64)
 
 
@@ -136,8 +137,8 @@ def paired_bootstrap(
     new = unit_confusions(y, pred_new, units, n_classes)
     old = unit_confusions(y, pred_champion, units, n_classes)
     n_units = new.shape[0]
-    # classes in the truth or in either model's predictions (as the scores do)
-    classes = (new.sum(axis=(0, 2)) + new.sum(axis=(0, 1)) + old.sum(axis=(0, 1))) > 0
+    # the classes of the reference (as the scores do)
+    classes = new.sum(axis=(0, 2)) > 0
     whole_new = float(metric_of(new.sum(0), metric, classes))
     whole_old = float(metric_of(old.sum(0), metric, classes))
     rng = np.random.default_rng(seed)
