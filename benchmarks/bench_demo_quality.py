@@ -13,9 +13,10 @@ Pixel families (tempcnn, ltae, crop_mask_lstm) run by default; the patch (unet, 
 field (field_bigru) families are opt-in with ``--families`` (they cost more on 2 CPU cores).
 
 Run: ``python -m benchmarks.bench_demo_quality [WORKDIR] [--families F ...] [--epochs N]
-[--threads N] [--block-size PX] [--out PATH]``; prints a markdown section (and writes it to
-``--out``). WORKDIR defaults to a new temporary folder; a finished region, cube or training set
-found there is reused (their builds are idempotent), so report timings from a fresh folder.
+[--threads N] [--block-size PX] [--tile-size PX] [--out PATH]``; prints a markdown section
+(and writes it to ``--out``). WORKDIR defaults to a new temporary folder; a finished region,
+cube or training set found there is reused (their builds are idempotent), so report timings
+from a fresh folder.
 """
 
 from __future__ import annotations
@@ -50,7 +51,12 @@ GOAL = 0.85
 
 
 def prepare(
-    work: Path, block_size_px: int, patch_block_size_px: int, patch_stride: int, kinds: list[Kind]
+    work: Path,
+    block_size_px: int,
+    patch_block_size_px: int,
+    patch_stride: int,
+    kinds: list[Kind],
+    tile_size: int | None = None,
 ) -> dict[str, Any]:
     """Block -> search -> cube -> one training set per kind; references, sizes and timings."""
     from cropflow.chain import cube_params_for, embedded_demo_region, labels_for, search_params_for
@@ -69,7 +75,7 @@ def prepare(
         out["seconds"][step] = now - clock
         clock = now
 
-    config = DemoConfig()
+    config = DemoConfig() if tile_size is None else DemoConfig(tile_size=tile_size)
     generate_demo(get_settings().demo_dir, config)
     lap("region")
     region = embedded_demo_region()
@@ -78,7 +84,8 @@ def prepare(
     plan = plan_from_search(search.uri, search.provider, cube_params_for(region, CubeParams()))
     cube = write_cube(plan)
     lap("cube")
-    out["region"] = f"DemoConfig() seed {config.seed}, 2 x {config.tile_size} px tiles"
+    made = "DemoConfig()" if tile_size is None else f"DemoConfig(tile_size={tile_size})"
+    out["region"] = f"{made} seed {config.seed}, 2 x {config.tile_size} px tiles"
     out["n_items"] = search.n_items
     out["cube"] = {
         "uri": cube.uri,
@@ -207,6 +214,13 @@ def main() -> None:
     ap.add_argument("--block-size", type=int, default=16, help="split block side, px")
     ap.add_argument("--patch-block-size", type=int, default=64, help="same, patch sets")
     ap.add_argument("--patch-stride", type=int, default=16, help="patch stride, px (size 32)")
+    ap.add_argument(
+        "--tile-size",
+        type=int,
+        default=None,
+        help="side of each demo tile, px (default: DemoConfig's 256); larger gives the patch "
+        "families more hold-out patches",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--out", type=Path, default=None, help="also write the markdown here")
@@ -222,7 +236,9 @@ def main() -> None:
     load = os.getloadavg()[0]
     started = time.perf_counter()
     kinds = list(dict.fromkeys(FAMILIES[f][0] for f in args.families))
-    prep = prepare(work, args.block_size, args.patch_block_size, args.patch_stride, kinds)
+    prep = prepare(
+        work, args.block_size, args.patch_block_size, args.patch_stride, kinds, args.tile_size
+    )
     rows: list[dict[str, Any]] = []
     for family in args.families:
         kind = FAMILIES[family][0]
