@@ -202,15 +202,28 @@ def aoi_geometry(region: RegionConfig, settings: Settings | None = None) -> dict
     return parse_aoi(region.aoi_value(settings)).geojson()
 
 
+def patch_block_px(block_px: int, patch_size: int) -> int:
+    """A region's split block side for patch samples: the smallest multiple of
+    ``patch_size`` that is at least ``block_px`` and two patches wide. A patch is kept only
+    inside one block; blocks of one patch keep one patch position in four at stride
+    ``patch_size / 2`` (the demo's 16 px blocks keep no 32 px patch at all)."""
+    side = max(block_px, 2 * patch_size)
+    return -(-side // patch_size) * patch_size
+
+
 def training_set_options_for(
     region: RegionConfig, options: TrainingSetOptions, settings: Settings | None = None
 ) -> TrainingSetOptions:
     """``options`` with the region's split file (unless the options name one, or rules) and
-    its split block size (unless the options set one)."""
+    its split block size (unless the options set one; for patch samples widened by
+    :func:`patch_block_px`)."""
     splits = options.splits
     update: dict[str, Any] = {}
     if region.split_block_px is not None and splits.block_size_px is None:
-        update["block_size_px"] = region.split_block_px
+        block = region.split_block_px
+        if options.samples.kind == "patch":
+            block = patch_block_px(block, options.samples.patch_size)
+        update["block_size_px"] = block
     layer = region.split_layer_path(settings)
     if layer is not None and splits.layer_path is None and splits.rules_path is None:
         update["layer_path"] = str(layer)

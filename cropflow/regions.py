@@ -434,7 +434,9 @@ class RegionConfig(BaseModel):
         ge=1,
         description="Side of the spatial blocks that split a retrain's samples into train/val/"
         "test, in pixels: a small region needs small blocks for every split to get fields "
-        "(a run's own training_set.splits.block_size_px wins). Unset: 64 px.",
+        "(a run's own training_set.splits.block_size_px wins). For patch samples it is "
+        "widened to a multiple of the patch size at least two patches wide (16 -> 64 for 32 px "
+        "patches). Unset: 64 px.",
     )
 
     reference_sample: str | None = Field(

@@ -179,6 +179,22 @@ def test_a_project_region_is_given_by_name_and_its_form_puts_options_first() -> 
     assert training_set_options_for(demo, own).splits.block_px == 48
     bare = demo.model_copy(update={"split_block_px": None})
     assert training_set_options_for(bare, sent.training_set).splits.block_px == 64
+    # Patches: the demo's 16 px blocks would keep no 32 px patch; a run's own size still wins.
+    patches = TrainingSetOptions.model_validate({"samples": {"kind": "patch", "patch_size": 32}})
+    assert training_set_options_for(demo, patches).splits.block_px == 64
+    own_patches = patches.model_copy(update={"splits": own.splits})
+    assert training_set_options_for(demo, own_patches).splits.block_px == 48
+
+
+@given(block=st.integers(1, 600), patch=st.integers(1, 128))
+def test_a_region_block_for_patches_is_the_smallest_multiple_two_patches_wide(
+    block: int, patch: int
+) -> None:
+    from cropflow.chain import patch_block_px
+
+    side = patch_block_px(block, patch)
+    assert side % patch == 0 and side >= block and side >= 2 * patch
+    assert side - patch < max(block, 2 * patch)  # one patch less would be too small
 
 
 @example(names=["a", "b"], first=["b", "b"], last=["a", "b"])
