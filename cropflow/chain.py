@@ -205,8 +205,10 @@ def aoi_geometry(region: RegionConfig, settings: Settings | None = None) -> dict
 def patch_block_px(block_px: int, patch_size: int) -> int:
     """A region's split block side for patch samples: the smallest multiple of
     ``patch_size`` that is at least ``block_px`` and two patches wide. A patch is kept only
-    inside one block; blocks of one patch keep one patch position in four at stride
-    ``patch_size / 2`` (the demo's 16 px blocks keep no 32 px patch at all)."""
+    when all its pixels are in one split: blocks smaller than a patch keep only patches over
+    neighbouring blocks of the same split (the demo's 16 px blocks left its 32 px patch set
+    without a val split), blocks of one patch one position in four at stride
+    ``patch_size / 2``."""
     side = max(block_px, 2 * patch_size)
     return -(-side // patch_size) * patch_size
 

@@ -179,7 +179,7 @@ def test_a_project_region_is_given_by_name_and_its_form_puts_options_first() -> 
     assert training_set_options_for(demo, own).splits.block_px == 48
     bare = demo.model_copy(update={"split_block_px": None})
     assert training_set_options_for(bare, sent.training_set).splits.block_px == 64
-    # Patches: the demo's 16 px blocks would keep no 32 px patch; a run's own size still wins.
+    # Patches: 16 px blocks are smaller than a 32 px patch (64 px); a run's own size wins.
     patches = TrainingSetOptions.model_validate({"samples": {"kind": "patch", "patch_size": 32}})
     assert training_set_options_for(demo, patches).splits.block_px == 64
     own_patches = patches.model_copy(update={"splits": own.splits})
