@@ -237,8 +237,7 @@ class TrainOptions(BaseModel):
         "val split is a large share of the data and a second training is cheap (temporalCNN "
         "fixture, 216 + 44 series, 3 seeds: macro-F1 +0.014 to +0.026 for TempCNN and L-TAE, "
         "+0.012 / -0.009 for the crop-mask LSTM (3 bands / NDVI); benchmarks/RESULTS.md); not "
-        "with sampling rho_loss, "
-        "whose holdout model learns from val.",
+        "with sampling rho_loss, whose holdout model learns from val.",
     )
     calibrate: bool = Field(
         True,

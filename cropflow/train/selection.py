@@ -98,11 +98,9 @@ def unit_confusions(
     return counts.reshape(n_units, k, k).astype(np.float64)
 
 
-def metric_of(
-    conf: npt.NDArray[np.float64], metric: str, classes: npt.NDArray[np.bool_]
-) -> npt.NDArray[np.float64]:
-    """``metric`` of error matrices ``[..., K, K]``; macro F1 averages the given ``classes``
-    that are in each matrix's truth (the reference's classes, as
+def metric_of(conf: npt.NDArray[np.float64], metric: str) -> npt.NDArray[np.float64]:
+    """``metric`` of error matrices ``[..., K, K]``; macro F1 averages the classes in each
+    matrix's truth (the reference's classes, as
     :func:`cropflow.train.metrics.evaluate_confusion`)."""
     total = conf.sum(axis=(-1, -2))
     diag = np.diagonal(conf, axis1=-2, axis2=-1)
@@ -114,7 +112,7 @@ def metric_of(
             observed = diag.sum(-1) / total
             return np.asarray((observed - expected) / (1 - expected), np.float64)
         denom = conf.sum(-1) + conf.sum(-2)  # 2TP + FP + FN
-        f1 = np.where(conf.sum(-1) > 0, 2 * diag / denom, np.nan)[..., classes]
+        f1 = np.where(conf.sum(-1) > 0, 2 * diag / denom, np.nan)
         return np.asarray(np.nanmean(f1, axis=-1), np.float64)
 
 
@@ -137,10 +135,8 @@ def paired_bootstrap(
     new = unit_confusions(y, pred_new, units, n_classes)
     old = unit_confusions(y, pred_champion, units, n_classes)
     n_units = new.shape[0]
-    # the classes of the reference (as the scores do)
-    classes = new.sum(axis=(0, 2)) > 0
-    whole_new = float(metric_of(new.sum(0), metric, classes))
-    whole_old = float(metric_of(old.sum(0), metric, classes))
+    whole_new = float(metric_of(new.sum(0), metric))
+    whole_old = float(metric_of(old.sum(0), metric))
     rng = np.random.default_rng(seed)
     diffs = np.empty(n_bootstrap)
     flat_new, flat_old = new.reshape(n_units, -1), old.reshape(n_units, -1)
@@ -151,8 +147,8 @@ def paired_bootstrap(
         shape = (b, n_classes, n_classes)
         resampled_new = (weights @ flat_new).reshape(shape)
         resampled_old = (weights @ flat_old).reshape(shape)
-        diffs[start : start + b] = metric_of(resampled_new, metric, classes) - metric_of(
-            resampled_old, metric, classes
+        diffs[start : start + b] = metric_of(resampled_new, metric) - metric_of(
+            resampled_old, metric
         )
     diffs = diffs[np.isfinite(diffs)]
     tail = (1 - confidence) / 2
