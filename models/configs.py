@@ -179,6 +179,12 @@ class LTAEConfig(_DateAttentionConfig):
         "its learnt inputs; it erases each date's brightness and, with one band, the whole "
         "input, so it needs 2 or more bands).",
     )
+    input_widths: list[int] = Field(
+        default_factory=lambda: [32, 64, 128],
+        description="Per-date encoder before the attention (Linear + BatchNorm + ReLU per "
+        "width, each date alone): the single-pixel case of the reference's pixel-set encoder. "
+        "[] projects the bands linearly (each head then pools a linear function of the bands).",
+    )
 
     @model_validator(mode="after")
     def _heads_divide(self) -> LTAEConfig:

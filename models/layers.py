@@ -56,7 +56,13 @@ class TemporalAttentionEncoder(nn.Module):
             in L-TAE, the convolutional encoder's in U-TAE); ``"none"`` leaves the input as it
             is, for raw bands already standardised per band. On raw bands the per-date
             LayerNorm erases each date's brightness, and with one channel the whole input
-            (every value becomes 0), so it needs at least 2 channels.
+            (every value becomes 0), so it needs at least 2 channels. It applies to what
+            enters the attention: the per-date encoder's output when there is one.
+        input_widths: a per-date encoder before the attention (Linear + BatchNorm + ReLU per
+            width, on each valid date alone; BatchNorm statistics over valid dates only), the
+            single-pixel case of the reference's pixel-set encoder; ``[]`` for none, when the
+            input is a learnt embedding already (U-TAE). Without it each head's output is a
+            weighted mean of a *linear* function of the bands, which is little with few bands.
 
     The output is normalised by LayerNorm; padded dates never enter any statistic, so the
     output is exactly invariant to padding.
@@ -74,22 +80,29 @@ class TemporalAttentionEncoder(nn.Module):
         attention_dropout: float,
         max_period: float,
         input_norm: Literal["layer", "none"],
+        input_widths: list[int],
     ) -> None:
         super().__init__()
-        if input_norm == "layer" and in_channels < 2:
+        encoded = input_widths[-1] if input_widths else in_channels
+        if input_norm == "layer" and encoded < 2:
             raise ContractError(
-                f"input_norm='layer' normalises each date over its {in_channels} channel: "
+                f"input_norm='layer' normalises each date over its {encoded} channel: "
                 "every input would become 0",
-                hint="use input_norm='none' (the bands are standardised already) or more bands",
+                hint="use input_norm='none' (the bands are standardised already), a per-date "
+                "encoder (input_widths) or more bands",
             )
         self.n_head = n_head
         self.d_k = d_k
         self.d_model = d_model
         self.max_period = max_period
-        self.in_norm: nn.Module = (
-            nn.LayerNorm(in_channels) if input_norm == "layer" else nn.Identity()
-        )
-        self.in_proj = nn.Linear(in_channels, d_model)
+        date_layers: list[nn.Module] = []
+        width = in_channels
+        for w in input_widths:
+            date_layers += [nn.Linear(width, w), BatchNorm1dAnyBatch(w), nn.ReLU()]
+            width = w
+        self.date_encoder: nn.Module | None = nn.Sequential(*date_layers) if date_layers else None
+        self.in_norm: nn.Module = nn.LayerNorm(encoded) if input_norm == "layer" else nn.Identity()
+        self.in_proj = nn.Linear(encoded, d_model)
         self.query = nn.Parameter(torch.randn(n_head, d_k) * math.sqrt(2.0 / d_k))
         self.key = nn.Linear(d_model, n_head * d_k)
         nn.init.normal_(self.key.weight, mean=0.0, std=math.sqrt(2.0 / d_k))
@@ -112,7 +125,9 @@ class TemporalAttentionEncoder(nn.Module):
             dates; rows of all-padded sequences are all 0).
         """
         n, t, _ = x.shape
-        # -- input projection and date encoding
+        # -- per-date encoder (valid dates only), input projection and date encoding
+        if self.date_encoder is not None:
+            x = scatter_frames(self.date_encoder(x[~pad_mask]), pad_mask)
         h = self.in_proj(self.in_norm(x))
         pe = date_encoding(dates, self.d_model // self.n_head, self.max_period)
         h = h + pe.repeat(1, 1, self.n_head).to(h.dtype)
@@ -201,14 +216,15 @@ def pad_to_multiple(x: Tensor, multiple: int, minimum: int) -> Tensor:
 
 
 class BatchNorm1dAnyBatch(nn.BatchNorm1d):
-    """BatchNorm1d that also trains on a batch of one sample (e.g. an epoch's last batch).
+    """BatchNorm1d that also trains on a batch of one sample or none (e.g. an epoch's last
+    batch, or the valid dates of a batch without any).
 
-    On a single sample ``[1, C]`` in training mode, plain BatchNorm fails; this one normalises
-    with the running statistics instead and leaves them unchanged.
+    On a single sample ``[1, C]`` or an empty ``[0, C]`` in training mode, plain BatchNorm
+    fails; this one normalises with the running statistics instead and leaves them unchanged.
     """
 
     def forward(self, input: Tensor) -> Tensor:
-        if self.training and input.dim() == 2 and input.shape[0] == 1:
+        if self.training and input.dim() == 2 and input.shape[0] <= 1:
             return nn.functional.batch_norm(
                 input,
                 self.running_mean,

@@ -35,6 +35,7 @@ class LTAENet(nn.Module):
         max_period: longest period of the date encoding, in days.
         input_norm: per-date normalisation of the input (see
             :class:`models.layers.TemporalAttentionEncoder`): ``"none"`` for standardised bands.
+        input_widths: per-date encoder widths before the attention (``[]`` for none).
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class LTAENet(nn.Module):
         attention_dropout: float,
         max_period: float,
         input_norm: Literal["layer", "none"],
+        input_widths: list[int],
     ) -> None:
         super().__init__()
         self.encoder = TemporalAttentionEncoder(
@@ -63,6 +65,7 @@ class LTAENet(nn.Module):
             attention_dropout=attention_dropout,
             max_period=max_period,
             input_norm=input_norm,
+            input_widths=input_widths,
         )
         layers: list[nn.Module] = []
         width = self.encoder.out_channels
@@ -100,6 +103,7 @@ class LTAEClassifier(CropflowModel):
             attention_dropout=config.attention_dropout,
             max_period=config.max_period,
             input_norm=config.input_norm,
+            input_widths=config.input_widths,
         )
 
     def forward(self, batch: Batch) -> ModelOutput:

@@ -61,7 +61,7 @@ def save_model(model: CropflowModel | SeasonForecaster, directory: str | Path) -
 
 #: Options added after models were saved, with the value such models were built with.
 OLD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ltae": {"input_norm": "layer"},
+    "ltae": {"input_norm": "layer", "input_widths": []},
     "crop_mask_lstm": {"pooling": "last", "conv_kernel": 0},
 }
 

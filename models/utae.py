@@ -168,6 +168,7 @@ class UTAENet(nn.Module):
             attention_dropout=attention_dropout,
             max_period=max_period,
             input_norm="layer",  # on learnt features, as the reference
+            input_widths=[],  # the convolutional encoder is the per-date encoder
         )
         self.ups = nn.ModuleList(
             _UpBlock(decoder_widths[i], decoder_widths[i - 1], encoder_widths[i - 1], padding_mode)

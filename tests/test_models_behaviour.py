@@ -118,6 +118,8 @@ def field_mask_for(n: int) -> torch.Tensor:
     ("name", "extra"),
     [
         ("ltae", {}),
+        ("ltae", {"input_widths": [8, 8]}),
+        ("ltae", {"input_widths": [8], "input_norm": "layer"}),
         ("utae", {}),
         ("crop_mask_lstm", {}),
         ("crop_mask_lstm", {"bidirectional": True}),
@@ -197,6 +199,27 @@ def test_all_padded_samples_stay_finite_and_leave_the_others_alone(name: str) ->
         assert torch.isfinite(model(nothing).logits).all()  # a tile without any valid date
 
 
+def test_ltae_per_date_encoder_learns_its_statistics_from_valid_dates_only() -> None:
+    """In training, what padded dates hold never reaches the per-date encoder's BatchNorm,
+    and a batch without any valid date trains without error."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(3, 8, len(BANDS), generator=g)
+    pad = torch.rand(3, 8, generator=g) < 0.4
+    dates = torch.arange(8).expand(3, 8) * 30
+    stats = []
+    for garbage in (0.0, 1000.0):
+        model = make_model("ltae", n_time=None, input_widths=[8]).train()
+        noisy = x.clone()
+        noisy[pad] = garbage
+        model(Batch(x=noisy, dates=dates, pad_mask=pad))
+        norm = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d))
+        stats.append(norm.running_mean.clone())
+    assert torch.allclose(stats[0], stats[1])
+    assert not torch.allclose(stats[0], torch.zeros_like(stats[0]))  # they did update
+    empty = model(Batch(x=x, dates=dates, pad_mask=torch.ones_like(pad)))
+    assert torch.isfinite(empty.logits).all()
+
+
 def test_ltae_attention_is_a_distribution_over_valid_dates_only() -> None:
     torch.manual_seed(0)
     enc = TemporalAttentionEncoder(
@@ -209,6 +232,7 @@ def test_ltae_attention_is_a_distribution_over_valid_dates_only() -> None:
         attention_dropout=0.0,
         max_period=1000.0,
         input_norm="layer",
+        input_widths=[],
     ).eval()
     pad = torch.tensor([[False, True, False, False, True], [True, True, True, True, True]])
     _, attn = enc(torch.randn(2, 5, 3), torch.randint(0, 365, (2, 5)), pad)

@@ -45,8 +45,12 @@ def _ltae(**extra: object) -> CropflowModel:
     return build_model(config, _contract(["ndvi"])).eval()
 
 
-def test_one_band_series_of_different_classes_give_different_embeddings() -> None:
-    model = _ltae()
+@pytest.mark.parametrize("input_widths", [None, []])
+def test_one_band_series_of_different_classes_give_different_embeddings(
+    input_widths: list[int] | None,
+) -> None:
+    """With the default per-date encoder and without one."""
+    model = _ltae() if input_widths is None else _ltae(input_widths=input_widths)
     t = torch.linspace(0, 6.28, 8)
     low = (0.2 + 0.1 * torch.sin(t))[None, :, None]  # e.g. water: flat, low NDVI
     high = (0.5 + 0.3 * torch.sin(t))[None, :, None]  # e.g. a crop with a season
@@ -77,10 +81,19 @@ def test_the_per_date_layer_norm_that_erases_one_band_is_refused() -> None:
         attention_dropout=0.0,
         max_period=1000.0,
         input_norm="none",
+        input_widths=[],
     )
     assert isinstance(norm.in_norm, torch.nn.Identity)
     with pytest.raises((ConfigError, ContractError), match="input_norm"):
-        _ltae(input_norm="layer")
+        _ltae(input_norm="layer", input_widths=[])
+    # after a per-date encoder the norm sees learnt features, as in the reference: allowed,
+    # and two different one-band series still differ
+    encoded = _ltae(input_norm="layer", input_widths=[8, 16])
+    x = torch.stack([torch.linspace(0, 1, 8), torch.linspace(1, 0, 8)])[..., None]
+    batch = Batch.dense(x, torch.arange(8).expand(2, 8) * 30)
+    with torch.no_grad():
+        logits = encoded(batch).logits
+    assert not torch.allclose(logits[0], logits[1], atol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -159,11 +172,16 @@ def test_crop_mask_without_positive_classes_trains_the_global_head_only() -> Non
     ("config", "option", "old"),
     [
         ({"name": "ltae", "n_head": 4, "d_model": 16, "d_k": 4}, "input_norm", "layer"),
+        (
+            {"name": "ltae", "n_head": 4, "d_model": 16, "d_k": 4, "input_norm": "none"},
+            "input_widths",
+            [],
+        ),
         ({"name": "crop_mask_lstm", "hidden_size": 8}, "pooling", "last"),
     ],
 )
 def test_a_model_saved_before_an_option_loads_as_it_was_built(
-    config: dict[str, object], option: str, old: str, tmp_path: Path
+    config: dict[str, object], option: str, old: object, tmp_path: Path
 ) -> None:
     torch.manual_seed(0)
     model = build_model(parse_model_config({**config, option: old}), _contract(BANDS)).eval()

@@ -18,7 +18,7 @@ from cropflow.train.checkpoint import CheckpointStore
 from cropflow.train.data import Normaliser, SplitArrays, TrainingData
 from cropflow.train.engine import evaluate_split
 from cropflow.train.synthetic import synthetic_training_data
-from cropflow.train.training import TrainOutcome
+from cropflow.train.training import TrainOutcome, val_units
 from models.base import Batch, CropflowModel, build_model
 
 TINY = {
@@ -29,6 +29,7 @@ TINY = {
         "d_model": 16,
         "mlp_widths": [16],
         "decoder_widths": [8],
+        "input_widths": [8],
     },
     "utae": {
         "name": "utae",
@@ -83,7 +84,9 @@ def _in_memory_model(params: TrainParams, data: TrainingData, refit: bool = Fals
     model = build_model(params.model, data.contract())
     assert params.checkpoint_dir is not None
     if refit:
-        store = CheckpointStore(params.checkpoint_dir / "refit", f"{params.run_key()}-refit")
+        resolved = params.for_training_size(len(data.split("train")))
+        key = resolved.for_val_units(val_units(data)).run_key()  # as train() resolves them
+        store = CheckpointStore(params.checkpoint_dir / "refit", f"{key}-refit")
         last = store.latest()
         assert last is not None
         model.load_state_dict(last.model)
