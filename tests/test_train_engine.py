@@ -406,8 +406,34 @@ def test_a_small_val_split_trains_with_a_warning(tmp_path: Path) -> None:
     result = train(_params(tmp_path / "a", epochs=1), data=small)
     tags = MlflowClient(tracking_uri=result.tracking_uri).get_run(result.run_id).data.tags
     assert "16 samples (< 30)" in tags["cropflow.warning"]
+    assert "whole schedule" in tags["cropflow.warning"]
     assert result.status == "finished"
     large = synthetic_training_data("pixel", sizes=(48, 40, 16), n_time=5)
     result = train(_params(tmp_path / "b", epochs=1), data=large)
     tags = MlflowClient(tracking_uri=result.tracking_uri).get_run(result.run_id).data.tags
     assert "cropflow.warning" not in tags
+
+
+def test_a_small_val_split_selects_nothing_the_whole_schedule_is_kept(tmp_path: Path) -> None:
+    """Under min_val_units no epoch is picked on val: the run trains every planned epoch and
+    keeps the last, even with a patience of 1 (a large val split would stop it and keep its
+    best)."""
+    small = synthetic_training_data("pixel", sizes=(48, 16, 16), n_time=5)
+    params = _params(tmp_path / "a", epochs=8, lr=0.3, early_stopping={"patience": 1})
+    result = train(params, data=small)
+    assert (result.epochs_run, result.best_epoch) == (8, 8)
+    assert result.status == "finished"
+    # the same split counted as large enough: early stopping and selection as usual
+    params = _params(
+        tmp_path / "b",
+        epochs=8,
+        lr=0.3,
+        early_stopping={"patience": 1, "min_val_units": 16},
+    )
+    result = train(params, data=small)
+    assert result.epochs_run < 8 or result.best_epoch < 8
+    # and by choice, on the small split too
+    opts = _params(tmp_path / "c", early_stopping={"patience": 3, "small_val": "early_stop"})
+    assert opts.for_val_units(2) == opts
+    resolved = _params(tmp_path / "c", early_stopping={"patience": 3}).for_val_units(29)
+    assert resolved.early_stopping.patience is None and resolved.early_stopping.keep == "last"

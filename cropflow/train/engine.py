@@ -573,7 +573,8 @@ def fit(
             metrics["sampling_irreducible_loss"] = _finite_mean([irreducible])
         history.append({"epoch": float(epoch), **metrics})
         score = metrics[f"val_{monitor}"]
-        if _is_better(score, best_score, maximise, params.early_stopping.min_delta):
+        keep_last = params.early_stopping.keep == "last"
+        if keep_last or _is_better(score, best_score, maximise, params.early_stopping.min_delta):
             best_score, best_epoch, bad_epochs = score, epoch, 0
             store.save_best({k: v.detach().cpu().clone() for k, v in judged.state_dict().items()})
         else:

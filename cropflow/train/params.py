@@ -75,8 +75,20 @@ class EarlyStopping(BaseModel):
         30,
         ge=1,
         description="Fewest validation units (fields, else 32-px blocks, else samples) for a "
-        "trustworthy best epoch and champion comparison: a smaller val split trains anyway, "
-        "with a warning in the log and the run's tag cropflow.warning.",
+        "trustworthy best epoch and champion comparison: a smaller val split trains anyway "
+        "(see small_val), with a warning in the log and the run's tag cropflow.warning.",
+    )
+    small_val: Literal["full_schedule", "early_stop"] = Field(
+        "full_schedule",
+        description="With a val split under min_val_units: full_schedule trains the whole "
+        "schedule and keeps its last epoch (and a refit then runs the whole schedule on "
+        "train + val): a best epoch picked on a few fields is noise (MODIS NDVI set, 1-2 val "
+        "points: TempCNN kept epoch 1 of 251; benchmarks/RESULTS.md). early_stop: stop and "
+        "select on the small split as on a large one.",
+    )
+    keep: Literal["best", "last"] = Field(
+        "best",
+        description="Which epoch's model the run keeps: the best on val, or the last one.",
     )
 
 
@@ -296,6 +308,15 @@ class TrainOptions(BaseModel):
             ),
         }
         return self.model_copy(update=update)
+
+    def for_val_units(self, n_units: int) -> Self:
+        """These options for a val split of ``n_units`` units: under ``min_val_units`` with
+        ``small_val="full_schedule"``, no early stopping and the last epoch kept."""
+        stopping = self.early_stopping
+        if n_units >= stopping.min_val_units or stopping.small_val != "full_schedule":
+            return self
+        update = {"patience": None, "keep": "last"}
+        return self.model_copy(update={"early_stopping": stopping.model_copy(update=update)})
 
     def refits(self, input_kind: str, n_train: int) -> bool:
         """Whether this training refits on train + val (``refit``, resolved for the data)."""

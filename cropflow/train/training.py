@@ -36,7 +36,7 @@ from cropflow.train.engine import (
     predict_split,
 )
 from cropflow.train.metrics import Evaluation, evaluate_labels, write_evaluation
-from cropflow.train.params import Promotion, TrainParams
+from cropflow.train.params import EarlyStopping, Promotion, TrainParams
 from cropflow.train.registry import (
     CHAMPION,
     Registration,
@@ -166,19 +166,29 @@ def trained_contract(params: TrainParams, data: TrainingData) -> InputContract:
     return contract
 
 
-def small_val_warning(data: TrainingData, min_units: int) -> str | None:
-    """A warning when the validation split has fewer than ``min_units`` units: its best epoch
-    and champion comparison then rest on a handful of fields or blocks."""
+def val_units(data: TrainingData) -> int:
+    """Labelled units (fields, blocks or samples) of the validation split."""
     val = data.split("val")
     labelled = val.y.reshape(len(val), -1) != IGNORE_INDEX
     keys = val.units if val.units is not None else np.arange(len(val))
-    n_units = int(np.unique(keys[labelled.any(axis=1)]).size)
+    return int(np.unique(keys[labelled.any(axis=1)]).size)
+
+
+def small_val_warning(data: TrainingData, stopping: EarlyStopping) -> str | None:
+    """A warning when the validation split has fewer than ``min_val_units`` units: its best
+    epoch and champion comparison then rest on a handful of fields or blocks."""
+    n_units, min_units = val_units(data), stopping.min_val_units
     if n_units >= min_units:
         return None
+    what = (
+        "the run trains its whole schedule and keeps the last epoch (early_stopping.small_val)"
+        if stopping.small_val == "full_schedule"
+        else "early stopping is noisy"
+    )
     return (
-        f"the val split of {data.uri} has {n_units} {val.unit_kind}s (< {min_units}): early "
-        "stopping and the champion comparison are noisy; give the training set a larger val "
-        "split (val_fraction, more labelled fields) or accept the noise"
+        f"the val split of {data.uri} has {n_units} {data.split('val').unit_kind}s "
+        f"(< {min_units}): {what}, and the champion comparison is noisy; give the training "
+        "set a larger val split (val_fraction, more labelled fields) or accept the noise"
     )
 
 
@@ -261,6 +271,7 @@ def train(
     data = prepare_data(params, data)
     options = params  # unresolved, for the refit's schedule
     params = params.for_training_size(len(data.split("train")))  # min_steps on small sets
+    params = params.for_val_units(val_units(data))  # no selection on a tiny val split
     contract = trained_contract(params, data)
     torch.manual_seed(params.seed)
     model = build_model(params.model, contract)
@@ -301,7 +312,7 @@ def train(
     warnings = [
         w
         for w in (
-            small_val_warning(data, params.early_stopping.min_val_units),
+            small_val_warning(data, params.early_stopping),
             holdout_warning(data, params),
         )
         if w is not None
