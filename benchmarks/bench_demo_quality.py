@@ -58,7 +58,7 @@ def prepare(
     kinds: list[Kind],
     tile_size: int | None = None,
 ) -> dict[str, Any]:
-    """Block -> search -> cube -> one training set per kind; references, sizes and timings."""
+    """Region -> search -> cube -> one training set per kind; references, sizes and timings."""
     from cropflow.chain import cube_params_for, embedded_demo_region, labels_for, search_params_for
     from cropflow.cube import CubeParams, plan_from_search, write_cube
     from cropflow.demo import DemoConfig, generate_demo
@@ -161,7 +161,7 @@ def markdown(prep: dict[str, Any], rows: list[dict[str, Any]], info: str) -> str
         "",
         info,
         "",
-        f"Block {prep['region']}; {prep['n_items']} STAC items; monthly cube of "
+        f"Region {prep['region']}; {prep['n_items']} STAC items; monthly cube of "
         f"{cube['times']} steps x {len(cube['bands'])} variables ({', '.join(cube['bands'])}), "
         f"grid {cube['shape']} ({cube['mib']:.0f} MiB). Steps: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in prep["seconds"].items())

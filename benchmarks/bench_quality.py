@@ -8,6 +8,15 @@ Data sets (both real, from ``../shared/fixtures/real/``):
   polygon, as a user's import does);
 * ``temporalcnn-ndvi``: the same pixels as one band, NDVI = (NIR - R) / (NIR + R), written as
   a one-band table and imported the same way: the most common real input (one index series);
+* ``modis-ndvi``: the real MODIS NDVI cube of ``real/sits/`` (12 dates of 2013-14, 232 m,
+  sinusoidal projection) sampled at its 18 labelled points (Mato Grosso: Soy_Corn 8, Pasture
+  4, Forest 3, Cerrado 3), each point with the 3 x 3 pixels around it (162 series of 12 dates,
+  one band, the real dates). With so few points, each seed is one of 3 folds of the points
+  (stratified by class; every class in each test fold): a network trains with the seed's
+  number on the other two folds (val carved from them by point) and is scored on its fold;
+  the forest and HGB are fit on the same two folds. The mean over seeds is a 3-fold spatial
+  cross-validation by point. Caveat: the 8 neighbours take the point's label (at 232 m a 3 x
+  3 window is 700 m across; fields and forest patches there are larger, but not all);
 * ``demo`` (opt-in with ``--sets``, synthetic): the demo region's pixel training set (monthly
   cube of 8 steps x 11 variables, spatial blocks of 16 px), built as
   :mod:`benchmarks.bench_demo_quality` builds it.
@@ -43,6 +52,9 @@ from benchmarks.common import isolated_workdir, train_family
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 TCNN = FIXTURES / "real" / "temporalcnn"
+SITS = FIXTURES / "real" / "sits"
+#: Sets whose seed also picks the fold of the points that is tested (see the module's doc).
+FOLDED_SETS = ("modis-ndvi",)
 FAMILIES = ("tempcnn", "ltae", "crop_mask_lstm")
 #: Training options compared with the defaults (``--variants``): each overrides the defaults.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -58,6 +70,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "batch_size=32": {"batch_size": 32},
     # model options (merged into the family's config): for the family they belong to
     "model.d_model=128": {"model": {"d_model": 128}},
+    "model.input_widths=32-64-128": {"model": {"input_widths": [32, 64, 128]}},
+    "model.input_widths=32-64-128 input_norm=layer": {
+        "model": {"input_widths": [32, 64, 128], "input_norm": "layer"}
+    },
+    "model.input_widths=64": {"model": {"input_widths": [64]}},
+    "model.input_widths=": {"model": {"input_widths": []}},
     "model.dropout=0.5": {"model": {"dropout": 0.5}},
     "model.bidirectional": {"model": {"bidirectional": True}},
     "model.hidden_size=64": {"model": {"hidden_size": 64}},
@@ -93,11 +111,85 @@ def ndvi_table(source: Path, dest: Path) -> Path:
     return dest
 
 
+def modis_table(dest: Path, fold: int, n_folds: int = 3, window: int = 3) -> Path:
+    """The sits MODIS NDVI cube at its labelled points (``window`` x ``window`` pixels each)
+    as a long table (sample, point, label, split, date, ndvi); the points of ``fold`` (of
+    ``n_folds``, dealt out per class in file order) are the test split."""
+    import pandas as pd
+    import rasterio
+    from pyproj import Transformer
+
+    files = sorted((SITS / "mod13q1").glob("*.jp2"))
+    dates = [f.stem.rsplit("_", 1)[1] for f in files]
+    layers = []
+    for f in files:
+        with rasterio.open(f) as src:
+            layers.append(src.read(1).astype(np.float32) * 1e-4)
+            crs, transform = src.crs, src.transform
+    cube = np.stack(layers)  # [T, H, W]
+    points = pd.read_csv(SITS / "samples_sinop_crop.csv")
+    to_grid = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    xs, ys = to_grid.transform(points["longitude"].to_numpy(), points["latitude"].to_numpy())
+    rows, cols = rasterio.transform.rowcol(transform, xs, ys)
+    fold_of = points.groupby("label").cumcount() % n_folds
+    half = window // 2
+    records = []
+    for p, (row, col) in enumerate(zip(rows, cols, strict=True)):
+        split = "test" if fold_of[p] == fold else "train"
+        for dr in range(-half, half + 1):
+            for dc in range(-half, half + 1):
+                sample = f"{points['id'][p]}_{dr + half}{dc + half}"
+                for t, date in enumerate(dates):
+                    records.append(
+                        (
+                            sample,
+                            int(points["id"][p]),
+                            points["label"][p],
+                            split,
+                            date,
+                            float(cube[t, row + dr, col + dc]),
+                        )
+                    )
+    columns = ["sample", "point", "label", "split", "date", "ndvi"]
+    pd.DataFrame.from_records(records, columns=columns).to_csv(dest, index=False)
+    return dest
+
+
+MODIS_LEGEND = (
+    "value,class,colour\n1,Soy_Corn,#ff3333\n2,Pasture,#ffff00\n3,Forest,#008c00\n"
+    "4,Cerrado,#a0c080\n"
+)
+
+
 def import_set(name: str, work: Path, seed: int = 0) -> str:
     """Import a data set as a cropflow training set (val carved from train by polygon with
-    ``seed``); returns its URI."""
+    ``seed``; for a folded set, ``seed`` is also the test fold); returns its URI."""
     from cropflow.labels.build import TableImportParams, import_sample_tables
     from cropflow.labels.tables import SampleTableParams
+
+    if name == "modis-ndvi":
+        legend = work / "modis_legend.csv"
+        legend.write_text(MODIS_LEGEND)
+        table = modis_table(work / f"modis_fold{seed}.csv", fold=seed)
+        return import_sample_tables(
+            TableImportParams(
+                table=SampleTableParams(
+                    files={"all": str(table)},
+                    legend_path=str(legend),
+                    bands=["ndvi"],
+                    layout="long",
+                    header=True,
+                    class_column="label",
+                    field_column="point",
+                    split_column="split",
+                    id_column="sample",
+                    date_column="date",
+                    val_fraction=0.2,
+                    seed=seed,
+                ),
+                out_uri=str(work / f"{name}-fold{seed}.zarr"),
+            )
+        ).uri
 
     if name == "demo":  # the demo region's pixel set, spatial blocks of 16 px (synthetic)
         from benchmarks.bench_demo_quality import prepare
@@ -134,17 +226,14 @@ def _flat(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return np.nan_to_num(x.reshape(len(x), -1))
 
 
-def baselines(uri: str, seeds: list[int]) -> list[dict[str, Any]]:
-    """Random forest and gradient boosting on train + val, scored on test."""
+def baselines(uris: dict[int, str]) -> list[dict[str, Any]]:
+    """Random forest and gradient boosting on train + val, scored on test (one fit per seed,
+    on that seed's set)."""
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
     from cropflow.train.data import load_training_data
     from cropflow.train.metrics import evaluate_labels
 
-    data = load_training_data(uri)
-    x = np.concatenate([_flat(data.splits[p].x) for p in ("train", "val")])
-    y = np.concatenate([data.splits[p].y for p in ("train", "val")])
-    test = data.splits["test"]
     rows = []
     factories: dict[str, Callable[[int], Any]] = {
         "random forest, 500 trees": lambda s: RandomForestClassifier(500, random_state=s),
@@ -153,7 +242,11 @@ def baselines(uri: str, seeds: list[int]) -> list[dict[str, Any]]:
     for label, make in factories.items():
         runs = []
         t0 = time.perf_counter()
-        for seed in seeds:
+        for seed, uri in uris.items():
+            data = load_training_data(uri)
+            x = np.concatenate([_flat(data.splits[p].x) for p in ("train", "val")])
+            y = np.concatenate([data.splits[p].y for p in ("train", "val")])
+            test = data.splits["test"]
             model = make(seed).fit(x, y)
             pred = model.predict(_flat(test.x))
             ev = evaluate_labels(test.y, pred, data.class_map.names, "test")
@@ -164,14 +257,15 @@ def baselines(uri: str, seeds: list[int]) -> list[dict[str, Any]]:
 
 
 def networks(
-    uri: str, families: list[str], seeds: list[int], variant: str = "defaults"
+    uris: dict[int, str], families: list[str], variant: str = "defaults"
 ) -> list[dict[str, Any]]:
-    """Each family at its defaults (with ``variant``'s overrides), one training per seed."""
+    """Each family at its defaults (with ``variant``'s overrides), one training per seed on
+    that seed's set."""
     rows = []
     for family in families:
         runs, epochs, selected = [], [], []
         t0 = time.perf_counter()
-        for seed in seeds:
+        for seed, uri in uris.items():
             options = dict(VARIANTS[variant])
             result = train_family(uri, family, seed, model=options.pop("model", {}), **options)
             runs.append(result.test)
@@ -234,7 +328,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--families", default=",".join(FAMILIES))
-    ap.add_argument("--sets", default="temporalcnn,temporalcnn-ndvi")
+    ap.add_argument("--sets", default="temporalcnn,temporalcnn-ndvi,modis-ndvi")
     ap.add_argument("--variants", default="defaults", help=f"of {list(VARIANTS)}, comma-separated")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None)
@@ -248,10 +342,14 @@ def main() -> None:
     results: dict[str, list[dict[str, Any]]] = {}
     for name in args.sets.split(","):
         print(f"{name}:", flush=True)
-        uri = import_set(name, work)
-        rows = baselines(uri, seeds)
+        if name in FOLDED_SETS:
+            uris = {seed: import_set(name, work, seed) for seed in seeds}
+        else:
+            uri = import_set(name, work)
+            uris = dict.fromkeys(seeds, uri)
+        rows = baselines(uris)
         for variant in args.variants.split(","):
-            rows += networks(uri, args.families.split(","), seeds, variant)
+            rows += networks(uris, args.families.split(","), variant)
         results[name] = rows
     info = (
         f"Measured on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
