@@ -1,7 +1,7 @@
 """Model quality on real data, defaults only: every pixel family next to a random forest and
 histogram gradient boosting, fit in the same run on the same splits.
 
-Data sets (both real, from ``../shared/fixtures/real/``):
+Data sets (real ones from ``../shared/fixtures/real/``):
 
 * ``temporalcnn``: 260 + 260 Formosat-2 pixel series (149 dates x NIR, R, G; 13 classes),
   imported with :func:`cropflow.labels.build.import_sample_tables` (val carved from train by
@@ -12,7 +12,8 @@ Data sets (both real, from ``../shared/fixtures/real/``):
   sinusoidal projection) sampled at its 18 labelled points (Mato Grosso: Soy_Corn 8, Pasture
   4, Forest 3, Cerrado 3), each point with the 3 x 3 pixels around it (162 series of 12 dates,
   one band, the real dates). With so few points, each seed is one of 3 folds of the points
-  (stratified by class; every class in each test fold): a network trains with the seed's
+  (stratified by class; every class in each test fold; seeds 3-5 a second partition, and so
+  on): a network trains with the seed's
   number on the other two folds (val carved from them by point) and is scored on its fold;
   the forest and HGB are fit on the same two folds. The mean over seeds is a 3-fold spatial
   cross-validation by point. Caveat: the 8 neighbours take the point's label (at 232 m a 3 x
@@ -114,7 +115,8 @@ def ndvi_table(source: Path, dest: Path) -> Path:
 def modis_table(dest: Path, fold: int, n_folds: int = 3, window: int = 3) -> Path:
     """The sits MODIS NDVI cube at its labelled points (``window`` x ``window`` pixels each)
     as a long table (sample, point, label, split, date, ndvi); the points of ``fold`` (of
-    ``n_folds``, dealt out per class in file order) are the test split."""
+    ``n_folds``, dealt out per class in file order; ``fold`` >= ``n_folds`` deals a shuffled
+    order, another partition) are the test split."""
     import pandas as pd
     import rasterio
     from pyproj import Transformer
@@ -131,7 +133,12 @@ def modis_table(dest: Path, fold: int, n_folds: int = 3, window: int = 3) -> Pat
     to_grid = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     xs, ys = to_grid.transform(points["longitude"].to_numpy(), points["latitude"].to_numpy())
     rows, cols = rasterio.transform.rowcol(transform, xs, ys)
-    fold_of = points.groupby("label").cumcount() % n_folds
+    # seeds 0-2: the points of each class dealt out in file order; each further 3 seeds
+    # deal them again in a shuffled order (another partition of the same points)
+    order = np.random.default_rng(fold // n_folds).permutation(len(points))
+    dealt = points.iloc[order if fold >= n_folds else np.arange(len(points))]
+    fold_of = (dealt.groupby("label").cumcount() % n_folds).sort_index().to_numpy()
+    fold %= n_folds
     half = window // 2
     records = []
     for p, (row, col) in enumerate(zip(rows, cols, strict=True)):
