@@ -334,6 +334,9 @@ def markdown(results: dict[str, list[dict[str, Any]]], info: str, n_seeds: int) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument(
+        "--seed-start", type=int, default=0, help="first seed (modis-ndvi: 3 = 2nd partition)"
+    )
     ap.add_argument("--families", default=",".join(FAMILIES))
     ap.add_argument("--sets", default="temporalcnn,temporalcnn-ndvi,modis-ndvi")
     ap.add_argument("--variants", default="defaults", help=f"of {list(VARIANTS)}, comma-separated")
@@ -343,7 +346,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     work = isolated_workdir("bench-quality-")
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     load = os.getloadavg()[0]
     started = time.perf_counter()
     results: dict[str, list[dict[str, Any]]] = {}
