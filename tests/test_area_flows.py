@@ -222,15 +222,20 @@ def test_remap_publishes_the_estimate_when_the_region_names_a_sample(
 
 
 def test_intervals_cover_the_true_areas_of_the_demo(mapped: Mapped) -> None:
-    """100 stratified samples (800 points, Neyman) of the demo's map, labelled from the
-    generator's truth: each class's 95 % interval holds its true area in at least 88 % of them
-    (nominal 95 %; below 88 % happens by chance with probability 0.001 per class), and the
-    pixel count is off the truth, so the estimate has errors to correct."""
+    """600 stratified samples (800 points, Neyman) of the demo's map, labelled from the
+    generator's truth: each class's 95 % interval holds its true area in at least 90 % of them,
+    and the pixel count is off the truth, so the estimate has errors to correct.
+
+    Nominal is 95 %; the normal-approximation interval of a rare class whose stratum gets
+    about 20 points covers a little less (measured on this map: built_up 0.925, water 0.938,
+    the others 0.95-1.0). 600 samples put a true 0.925 below 0.90 with probability about
+    0.01; 100 samples and a bound of 0.88 (the earlier test) failed on such a class by chance
+    (0.87 over the first 100)."""
     true = _true_areas(mapped)
     covered: dict[str, list[bool]] = {}
     options = AreaEstimateOptions(other_label=OTHER)
     estimate = None
-    for seed in range(100):
+    for seed in range(600):
         design = SampleDesignOptions(n=800, min_per_stratum=20, seed=seed)
         drawn = draw_sample(mapped.class_map, design)
         points = drawn.points.copy()
@@ -244,9 +249,9 @@ def test_intervals_cover_the_true_areas_of_the_demo(mapped: Mapped) -> None:
     assert estimate is not None
     first20 = {n: sum(v[:20]) for n, v in covered.items()}
     rate = {n: sum(v) / len(v) for n, v in covered.items()}
-    print("demo coverage, of the first 20 seeds:", first20, "of 100:", rate)
+    print("demo coverage, of the first 20 seeds:", first20, "of 600:", rate)
     assert set(covered) == set(true)
-    assert all(r >= 0.88 for r in rate.values()), rate
+    assert all(r >= 0.90 for r in rate.values()), rate
     off = [
         c.class_name for c in estimate.classes if abs(c.mapped_area_ha - true[c.class_name]) > 0.05
     ]
