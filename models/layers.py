@@ -95,24 +95,17 @@ class TemporalAttentionEncoder(nn.Module):
         self.d_k = d_k
         self.d_model = d_model
         self.max_period = max_period
-        date_layers: list[nn.Module] = []
-        width = in_channels
-        for w in input_widths:
-            date_layers += [nn.Linear(width, w), BatchNorm1dAnyBatch(w), nn.ReLU()]
-            width = w
-        self.date_encoder: nn.Module | None = nn.Sequential(*date_layers) if date_layers else None
+        self.date_encoder: nn.Module | None = (
+            nn.Sequential(*linear_bn_relu(in_channels, input_widths)) if input_widths else None
+        )
         self.in_norm: nn.Module = nn.LayerNorm(encoded) if input_norm == "layer" else nn.Identity()
         self.in_proj = nn.Linear(encoded, d_model)
         self.query = nn.Parameter(torch.randn(n_head, d_k) * math.sqrt(2.0 / d_k))
         self.key = nn.Linear(d_model, n_head * d_k)
         nn.init.normal_(self.key.weight, mean=0.0, std=math.sqrt(2.0 / d_k))
         self.attention_dropout = nn.Dropout(attention_dropout)
-        layers: list[nn.Module] = []
-        width = d_model
-        for w in mlp_widths:
-            layers += [nn.Linear(width, w), BatchNorm1dAnyBatch(w), nn.ReLU()]
-            width = w
-        self.mlp = nn.Sequential(*layers)
+        self.mlp = nn.Sequential(*linear_bn_relu(d_model, mlp_widths))
+        width = mlp_widths[-1] if mlp_widths else d_model
         self.dropout = nn.Dropout(dropout)
         self.out_norm = nn.LayerNorm(width)
         self.out_channels = width
@@ -213,6 +206,16 @@ def pad_to_multiple(x: Tensor, multiple: int, minimum: int) -> Tensor:
     flat = x.reshape(math.prod(lead), *x.shape[-3:])
     flat = nn.functional.pad(flat, (0, wp - w, 0, hp - h), mode="replicate")
     return flat.reshape(*lead, *flat.shape[-3:])
+
+
+def linear_bn_relu(in_width: int, widths: list[int]) -> list[nn.Module]:
+    """Linear + :class:`BatchNorm1dAnyBatch` + ReLU per width, from ``in_width`` (flat, to
+    splat into an ``nn.Sequential``: its state-dict keys are the layers' positions)."""
+    layers: list[nn.Module] = []
+    for w in widths:
+        layers += [nn.Linear(in_width, w), BatchNorm1dAnyBatch(w), nn.ReLU()]
+        in_width = w
+    return layers
 
 
 class BatchNorm1dAnyBatch(nn.BatchNorm1d):

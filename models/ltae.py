@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from models.base import Batch, CropflowModel, ModelOutput
 from models.configs import LTAEConfig
 from models.contract import InputContract
-from models.layers import BatchNorm1dAnyBatch, TemporalAttentionEncoder
+from models.layers import TemporalAttentionEncoder, linear_bn_relu
 
 
 class LTAENet(nn.Module):
@@ -67,13 +67,10 @@ class LTAENet(nn.Module):
             input_norm=input_norm,
             input_widths=input_widths,
         )
-        layers: list[nn.Module] = []
         width = self.encoder.out_channels
-        for w in decoder_widths:
-            layers += [nn.Linear(width, w), BatchNorm1dAnyBatch(w), nn.ReLU()]
-            width = w
-        layers.append(nn.Linear(width, n_classes))
-        self.decoder = nn.Sequential(*layers)
+        hidden = linear_bn_relu(width, decoder_widths)
+        last = decoder_widths[-1] if decoder_widths else width
+        self.decoder = nn.Sequential(*hidden, nn.Linear(last, n_classes))
 
     def forward(self, x: Tensor, dates: Tensor, pad_mask: Tensor) -> tuple[Tensor, Tensor]:
         """``x`` ``[B, T, C]`` -> logits ``[B, K]`` and attention ``[B, n_head, T]``."""

@@ -174,10 +174,10 @@ def val_units(data: TrainingData) -> int:
     return int(np.unique(keys[labelled.any(axis=1)]).size)
 
 
-def small_val_warning(data: TrainingData, stopping: EarlyStopping) -> str | None:
-    """A warning when the validation split has fewer than ``min_val_units`` units: its best
-    epoch and champion comparison then rest on a handful of fields or blocks."""
-    n_units, min_units = val_units(data), stopping.min_val_units
+def small_val_warning(data: TrainingData, stopping: EarlyStopping, n_units: int) -> str | None:
+    """A warning when the validation split's ``n_units`` are fewer than ``min_val_units``:
+    its best epoch and champion comparison then rest on a handful of fields or blocks."""
+    min_units = stopping.min_val_units
     if n_units >= min_units:
         return None
     what = (
@@ -271,7 +271,8 @@ def train(
     data = prepare_data(params, data)
     options = params  # unresolved, for the refit's schedule
     params = params.for_training_size(len(data.split("train")))  # min_steps on small sets
-    params = params.for_val_units(val_units(data))  # no selection on a tiny val split
+    n_val_units = val_units(data)
+    params = params.for_val_units(n_val_units)  # no selection on a tiny val split
     contract = trained_contract(params, data)
     torch.manual_seed(params.seed)
     model = build_model(params.model, contract)
@@ -312,7 +313,7 @@ def train(
     warnings = [
         w
         for w in (
-            small_val_warning(data, params.early_stopping),
+            small_val_warning(data, params.early_stopping, n_val_units),
             holdout_warning(data, params),
         )
         if w is not None
