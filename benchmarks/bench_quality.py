@@ -140,6 +140,17 @@ def modis_table(dest: Path, fold: int, n_folds: int = 3, window: int = 3) -> Pat
     fold_of = (dealt.groupby("label").cumcount() % n_folds).sort_index().to_numpy()
     fold %= n_folds
     half = window // 2
+    height, width = cube.shape[1:]
+    rows_a, cols_a = np.asarray(rows), np.asarray(cols)
+    outside = (
+        (rows_a < half) | (rows_a >= height - half) | (cols_a < half) | (cols_a >= width - half)
+    )
+    if outside.any():
+        raise ValueError(
+            f"points {points['id'][outside].tolist()} lie within {half} px of the MODIS raster's "
+            f"edge ({height} x {width} px): their {window} x {window} windows would wrap; use a "
+            "smaller window or drop these points"
+        )
     records = []
     for p, (row, col) in enumerate(zip(rows, cols, strict=True)):
         split = "test" if fold_of[p] == fold else "train"

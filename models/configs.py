@@ -16,6 +16,8 @@ from cropflow.errors import ConfigError
 
 InputKind = Literal["pixel", "patch", "field"]
 DateKind = Literal["day_of_year", "days_since_reference"]
+#: A layer width, kernel size, stride, head count...: one or more.
+PositiveInt = Annotated[int, Field(ge=1)]
 
 
 class _FamilyConfig(BaseModel):
@@ -120,7 +122,7 @@ class TempCNNConfig(_FamilyConfig):
     input_kind: ClassVar[InputKind] = "pixel"
     needs_n_time: ClassVar[bool] = True
     name: Literal["tempcnn"] = "tempcnn"
-    conv_widths: list[int] = Field(
+    conv_widths: list[PositiveInt] = Field(
         default_factory=lambda: [64, 64, 64],
         min_length=1,
         description="Filters of each 1D convolution (conv + BN + ReLU + dropout).",
@@ -161,13 +163,13 @@ class LTAEConfig(_DateAttentionConfig):
     n_head: int = Field(16, ge=1, description="Attention heads, each with a learnt query.")
     d_k: int = Field(8, ge=1, description="Key/query dimension per head.")
     d_model: int = Field(256, ge=1, description="Width the inputs are projected to.")
-    mlp_widths: list[int] = Field(
+    mlp_widths: list[PositiveInt] = Field(
         default_factory=lambda: [128],
         min_length=1,
         description="MLP after the concatenated heads (input d_model); its last width is "
         "the embedding size.",
     )
-    decoder_widths: list[int] = Field(
+    decoder_widths: list[PositiveInt] = Field(
         default_factory=lambda: [64, 32],
         description="Hidden widths of the classifier MLP (a last layer to the classes follows).",
     )
@@ -179,7 +181,7 @@ class LTAEConfig(_DateAttentionConfig):
         "its learnt inputs; it erases each date's brightness and, with one band, the whole "
         "input, so it needs 2 or more bands).",
     )
-    input_widths: list[int] = Field(
+    input_widths: list[PositiveInt] = Field(
         default_factory=lambda: [32, 64, 128],
         description="Per-date encoder before the attention (Linear + BatchNorm + ReLU per "
         "width, each date alone): the single-pixel case of the reference's pixel-set encoder. "
@@ -212,27 +214,27 @@ class SegFormerConfig(_FamilyConfig):
     input_kind: ClassVar[InputKind] = "patch"
     needs_n_time: ClassVar[bool] = True
     name: Literal["segformer"] = "segformer"
-    hidden_sizes: list[int] = Field(
+    hidden_sizes: list[PositiveInt] = Field(
         default_factory=lambda: [32, 64, 160, 256],
         min_length=1,
         description="Channels of each encoder stage, finest first (MiT-b0).",
     )
-    depths: list[int] = Field(
+    depths: list[PositiveInt] = Field(
         default_factory=lambda: [2, 2, 2, 2], description="Transformer blocks per stage."
     )
-    n_heads: list[int] = Field(
+    n_heads: list[PositiveInt] = Field(
         default_factory=lambda: [1, 2, 5, 8],
         description="Attention heads per stage; each divides the stage's hidden size.",
     )
-    sr_ratios: list[int] = Field(
+    sr_ratios: list[PositiveInt] = Field(
         default_factory=lambda: [8, 4, 2, 1],
         description="Spatial reduction of the attention's keys and values per stage.",
     )
-    patch_sizes: list[int] = Field(
+    patch_sizes: list[PositiveInt] = Field(
         default_factory=lambda: [7, 3, 3, 3],
         description="Kernel of each stage's overlapping patch embedding (odd).",
     )
-    strides: list[int] = Field(
+    strides: list[PositiveInt] = Field(
         default_factory=lambda: [4, 2, 2, 2],
         description="Stride of each stage's patch embedding: the first stage works at "
         "1/strides[0] of the input (use 2 for patches of a few tens of pixels).",
@@ -275,19 +277,19 @@ class UTAEConfig(_DateAttentionConfig):
 
     input_kind: ClassVar[InputKind] = "patch"
     name: Literal["utae"] = "utae"
-    encoder_widths: list[int] = Field(
+    encoder_widths: list[PositiveInt] = Field(
         default_factory=lambda: [64, 64, 64, 128],
         min_length=1,
         description="Encoder channels per level, highest resolution first; one level per "
         "entry (len-1 down-samplings by 2).",
     )
-    decoder_widths: list[int] = Field(
+    decoder_widths: list[PositiveInt] = Field(
         default_factory=lambda: [32, 32, 64, 128],
         min_length=1,
         description="Decoder channels per level, highest resolution first; the last must "
         "equal the last encoder width.",
     )
-    out_conv: list[int] = Field(
+    out_conv: list[PositiveInt] = Field(
         default_factory=lambda: [32],
         description="Hidden widths of the output convolutions (a last conv to the classes "
         "follows).",
@@ -344,12 +346,12 @@ class FieldBiGRUConfig(_FamilyConfig):
 
     input_kind: ClassVar[InputKind] = "field"
     name: Literal["field_bigru"] = "field_bigru"
-    conv_widths: list[int] = Field(
+    conv_widths: list[PositiveInt] = Field(
         default_factory=lambda: [64, 64, 128],
         min_length=1,
         description="Channels of the per-date convolutions.",
     )
-    kernel_sizes: list[int] = Field(
+    kernel_sizes: list[PositiveInt] = Field(
         default_factory=lambda: [3, 3, 1],
         min_length=1,
         description="Kernel size of each convolution (odd; same length as conv_widths).",

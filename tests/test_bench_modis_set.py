@@ -34,6 +34,13 @@ def test_the_three_folds_partition_the_points(tmp_path: Path) -> None:
     assert sum(len(t) for t in tested) == 18
 
 
+def test_a_window_reaching_past_the_raster_edge_is_refused(tmp_path: Path) -> None:
+    # a window as wide as the raster cannot fit around any point: no silent wrap-around
+    with pytest.raises(ValueError, match="edge"):
+        modis_table(tmp_path / "t.csv", 0, window=10_001)
+    assert not (tmp_path / "t.csv").exists()
+
+
 def test_the_imported_set_keeps_points_whole_and_the_real_dates(tmp_path: Path) -> None:
     data = load_training_data(import_set("modis-ndvi", tmp_path, seed=1))
     units = {k: set(v.units.tolist()) for k, v in data.splits.items() if v.units is not None}

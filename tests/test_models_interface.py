@@ -170,6 +170,26 @@ def test_inconsistent_hyper_parameters_are_refused_with_a_hint() -> None:
         parse_model_config({"name": "crop_mask_lstm", "conv_kernel": 4})
 
 
+@pytest.mark.parametrize(
+    ("name", "field"),
+    [
+        ("ltae", "input_widths"),
+        ("ltae", "mlp_widths"),
+        ("tempcnn", "conv_widths"),
+        ("utae", "encoder_widths"),
+        ("segformer", "hidden_sizes"),
+        ("field_bigru", "conv_widths"),
+    ],
+)
+def test_a_zero_width_layer_is_refused_by_name(name: str, field: str) -> None:
+    default = getattr(parse_model_config({"name": name}), field)
+    widths = [*default[:-1], 0] if default else [0]
+    with pytest.raises(
+        ConfigError, match=rf"{field}\.\d+: Input should be greater than or equal to 1"
+    ):
+        parse_model_config({"name": name, field: widths})
+
+
 def test_json_schema_lists_every_family() -> None:
     schema = model_config_json_schema()
     text = str(schema)
