@@ -8,6 +8,8 @@ Data sets (real ones from ``../shared/fixtures/real/``):
   polygon, as a user's import does);
 * ``temporalcnn-ndvi``: the same pixels as one band, NDVI = (NIR - R) / (NIR + R), written as
   a one-band table and imported the same way: the most common real input (one index series);
+* ``temporalcnn-25`` (opt-in with ``--sets``): the same pixels and bands at every 6th date
+  (25 dates, about one a fortnight): a series of middling length;
 * ``modis-ndvi``: the real MODIS NDVI cube of ``real/sits/`` (12 dates of 2013-14, 232 m,
   sinusoidal projection) sampled at its 18 labelled points (Mato Grosso: Soy_Corn 8, Pasture
   4, Forest 3, Cerrado 3), each point with the 3 x 3 pixels around it (162 series of 12 dates,
@@ -108,6 +110,18 @@ def ndvi_table(source: Path, dest: Path) -> Path:
     ndvi = (nir - red) / np.maximum(nir + red, 1e-6)
     table = np.concatenate([head, ndvi], axis=1)
     fmt = ["%d", "%d"] + ["%.5f"] * ndvi.shape[1]
+    np.savetxt(dest, table, delimiter=",", fmt=fmt)
+    return dest
+
+
+def thinned_table(source: Path, dest: Path, every: int) -> Path:
+    """The temporalCNN table with every ``every``-th date only (first date kept): a shorter
+    series of the same pixels and bands."""
+    raw = np.loadtxt(source, delimiter=",", dtype=np.float64)
+    head, values = raw[:, :2], raw[:, 2:]
+    by_date = values.reshape(len(values), -1, 3)[:, ::every, :]
+    table = np.concatenate([head, by_date.reshape(len(values), -1)], axis=1)
+    fmt = ["%d", "%d"] + ["%.6g"] * (table.shape[1] - 2)
     np.savetxt(dest, table, delimiter=",", fmt=fmt)
     return dest
 
@@ -215,6 +229,12 @@ def import_set(name: str, work: Path, seed: int = 0) -> str:
         return str(prepare(work, 16, 64, 16, ["pixel"])["sets"]["pixel"].uri)
     if name == "temporalcnn":
         files = {"train": TCNN / "train_dataset.csv", "test": TCNN / "test_dataset.csv"}
+        bands = ["nir", "red", "green"]
+    elif name == "temporalcnn-25":
+        files = {
+            split: thinned_table(TCNN / f"{split}_dataset.csv", work / f"{split}_25.csv", 6)
+            for split in ("train", "test")
+        }
         bands = ["nir", "red", "green"]
     elif name == "temporalcnn-ndvi":
         files = {

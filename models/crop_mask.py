@@ -19,7 +19,7 @@ the mean output of each of 12 equal parts of the valid dates, side by side
 steps; over long series (149 dates of the temporalCNN fixture) the last state forgets the
 early season (macro-F1 0.27 with zero forget bias), mean + max of the outputs loses when in
 the season a feature occurs (0.650 over 4 seeds), the windows keep it (0.676; on the NDVI
-band 0.598 -> 0.643; ``benchmarks/RESULTS.md``). On series of 30 steps or more the LSTM
+band 0.598 -> 0.643; ``benchmarks/RESULTS.md``). On series of 24 steps or more the LSTM
 reads, by default (``conv_kernel``), ``hidden_size`` features of a 1-D convolution over 5
 neighbouring valid dates rather than each date's bands: with 1-3 bands per date its gates
 otherwise see 1-3 numbers per step (149 dates of 1-3 bands: 0.680 -> 0.718 and 0.651 ->

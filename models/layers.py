@@ -218,6 +218,27 @@ def linear_bn_relu(in_width: int, widths: list[int]) -> list[nn.Module]:
     return layers
 
 
+class GaussianNoise(nn.Module):
+    """Adds zero-mean Gaussian noise of standard deviation ``std`` in training, nothing in
+    evaluation (a regulariser on normalised inputs, like dropout; no parameters).
+
+    Args:
+        std: the noise's standard deviation, in the units of the input (0: identity).
+    """
+
+    def __init__(self, std: float) -> None:
+        super().__init__()
+        self.std = std
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.std == 0:
+            return x
+        return x + torch.randn_like(x) * self.std
+
+    def extra_repr(self) -> str:
+        return f"std={self.std}"
+
+
 class BatchNorm1dAnyBatch(nn.BatchNorm1d):
     """BatchNorm1d that also trains on a batch of one sample or none (e.g. an epoch's last
     batch, or the valid dates of a batch without any).

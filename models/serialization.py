@@ -63,6 +63,7 @@ def save_model(model: CropflowModel | SeasonForecaster, directory: str | Path) -
 OLD_DEFAULTS: dict[str, dict[str, Any]] = {
     "ltae": {"input_norm": "layer", "input_widths": []},
     "crop_mask_lstm": {"pooling": "last", "conv_kernel": 0},
+    "tempcnn": {"input_noise": 0.0},
 }
 
 

@@ -3,7 +3,9 @@
 Three (by default) blocks of Conv1d over time + BatchNorm + ReLU + dropout keep the time axis,
 which is then flattened (so the number of dates T is fixed by the contract) and fed to a
 dense layer + BatchNorm + ReLU + dropout and a linear classifier. Dates are not used: the
-input is a regular series (composites). Padded steps are set to 0, the band mean.
+input is a regular series (composites). Padded steps are set to 0, the band mean. In training,
+Gaussian noise on the normalised input (``input_noise``) regularises the flatten + dense layer,
+which has most of the weights and overfits a small training set first.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from torch import Tensor, nn
 from models.base import Batch, CropflowModel, ModelOutput
 from models.configs import TempCNNConfig
 from models.contract import InputContract
-from models.layers import BatchNorm1dAnyBatch
+from models.layers import BatchNorm1dAnyBatch, GaussianNoise
 
 
 class TempCNNNet(nn.Module):
@@ -27,6 +29,8 @@ class TempCNNNet(nn.Module):
         kernel_size: odd temporal kernel size ("same" padding keeps T).
         hidden_size: width of the dense layer.
         dropout: dropout after each block and the dense layer.
+        input_noise: std of the Gaussian noise added to the normalised input in training
+            (0: none).
     """
 
     def __init__(
@@ -39,8 +43,10 @@ class TempCNNNet(nn.Module):
         kernel_size: int,
         hidden_size: int,
         dropout: float,
+        input_noise: float = 0.0,
     ) -> None:
         super().__init__()
+        self.noise = GaussianNoise(input_noise)
         blocks: list[nn.Module] = []
         width = in_channels
         for w in conv_widths:
@@ -63,6 +69,8 @@ class TempCNNNet(nn.Module):
 
     def forward(self, x: Tensor, pad_mask: Tensor) -> Tensor:
         """``x`` ``[B, T, C]``, ``pad_mask`` ``[B, T]`` -> logits ``[B, K]``."""
+        # -- input noise (training only)
+        x = self.noise(x)
         # -- padded dates become the band mean (no copy of a batch without padding)
         if bool(pad_mask.any()):
             x = x.masked_fill(pad_mask.unsqueeze(-1), 0.0)
@@ -90,6 +98,7 @@ class TempCNN(CropflowModel):
             kernel_size=config.kernel_size,
             hidden_size=config.hidden_size,
             dropout=config.dropout,
+            input_noise=config.input_noise,
         )
 
     def forward(self, batch: Batch) -> ModelOutput:

@@ -26,7 +26,7 @@ from models import (
 )
 from models.contract import BandStats, InputContract
 from models.crop_mask import combined_loss, window_means
-from models.layers import TemporalAttentionEncoder
+from models.layers import GaussianNoise, TemporalAttentionEncoder
 
 BANDS = ["blue", "green", "red", "nir"]
 CLASSES = ["crop", "grassland", "water"]
@@ -245,6 +245,28 @@ def test_ltae_attention_is_a_distribution_over_valid_dates_only() -> None:
 # --------------------------------------------------------------------------------------------
 # Dates
 # --------------------------------------------------------------------------------------------
+
+
+def test_input_noise_acts_in_training_only_and_has_the_stated_spread() -> None:
+    noise = GaussianNoise(0.1)
+    x = torch.zeros(20_000, 4)
+    torch.manual_seed(0)
+    noisy = noise.train()(x)
+    assert abs(float(noisy.std()) - 0.1) < 0.005 and abs(float(noisy.mean())) < 0.005
+    assert torch.equal(noise.eval()(x), x)
+    assert not list(noise.parameters())  # nothing to save: old and new weights load alike
+
+
+def test_tempcnn_input_noise_leaves_prediction_unchanged_and_varies_training() -> None:
+    quiet = make_model("tempcnn", input_noise=0.0)
+    noisy = make_model("tempcnn", input_noise=0.5)  # same seed: the same weights
+    assert quiet.state_dict().keys() == noisy.state_dict().keys()
+    g = torch.Generator().manual_seed(1)
+    batch = Batch.dense(torch.stack([sample_x("tempcnn", 6, g) for _ in range(5)]))
+    with torch.no_grad():
+        assert torch.equal(quiet(batch).logits, noisy(batch).logits)  # eval: no noise
+        noisy.train()
+        assert not torch.allclose(noisy(batch).logits, noisy(batch).logits)
 
 
 @pytest.mark.parametrize("name", ["ltae", "utae"])

@@ -178,6 +178,7 @@ def test_crop_mask_without_positive_classes_trains_the_global_head_only() -> Non
             [],
         ),
         ({"name": "crop_mask_lstm", "hidden_size": 8}, "pooling", "last"),
+        ({"name": "tempcnn", "conv_widths": [8], "hidden_size": 8}, "input_noise", 0.0),
     ],
 )
 def test_a_model_saved_before_an_option_loads_as_it_was_built(
@@ -199,7 +200,7 @@ def test_a_model_saved_before_an_option_loads_as_it_was_built(
 def test_the_lstm_convolves_long_series_only_and_older_models_load_without_it(
     tmp_path: Path,
 ) -> None:
-    """conv_kernel None: a convolution over 5 dates for series of 30 steps or more, the
+    """conv_kernel None: a convolution over 5 dates for series of 24 steps or more, the
     reference's input (each date's bands) for shorter ones; a model saved before the option
     existed loads as the network it was trained in, on long series too."""
 
@@ -210,9 +211,10 @@ def test_the_lstm_convolves_long_series_only_and_older_models_load_without_it(
         return net.stem
 
     base: dict[str, object] = {"name": "crop_mask_lstm", "hidden_size": 8}
-    assert stem(base, 8) is None and stem(base, 29) is None
-    long_stem = stem(base, 149)
-    assert isinstance(long_stem, torch.nn.Conv1d) and long_stem.kernel_size == (5,)
+    assert stem(base, 8) is None and stem(base, 23) is None
+    for n_time in (24, 149):
+        long_stem = stem(base, n_time)
+        assert isinstance(long_stem, torch.nn.Conv1d) and long_stem.kernel_size == (5,)
     assert stem({**base, "conv_kernel": 0}, 149) is None
     short = stem({**base, "conv_kernel": 3}, 8)
     assert isinstance(short, torch.nn.Conv1d) and short.kernel_size == (3,)
