@@ -327,6 +327,7 @@ def _row(name: str, runs: list[dict[str, float]], seconds: float, baseline: bool
         values = [float(r[m]) for r in runs]
         row[m] = float(np.mean(values))
         row[f"{m}_min"], row[f"{m}_max"] = min(values), max(values)
+        row[f"{m}_runs"] = values  # per seed (fold), for paired comparisons
     return row
 
 

@@ -85,6 +85,7 @@ def cropflow_tempcnn() -> nn.Module:
             "kernel_size": KERNEL,
             "hidden_size": 4 * WIDTH,
             "dropout": DROPOUT,
+            "input_noise": 0.0,  # the reference has no input noise: the same computation
         }
     )
     return build_model(config, contract)

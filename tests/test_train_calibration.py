@@ -52,7 +52,13 @@ def test_training_fits_stores_and_uses_the_temperature(tmp_path: Path) -> None:
     params = TrainParams.model_validate(
         {
             "training_set": "memory://synthetic",
-            "model": {"name": "tempcnn", "conv_widths": [16], "hidden_size": 32, "dropout": 0.0},
+            "model": {
+                "name": "tempcnn",
+                "conv_widths": [16],
+                "hidden_size": 32,
+                "dropout": 0.0,
+                "input_noise": 0.0,
+            },
             "epochs": 40,
             "batch_size": 16,
             "lr": 1e-2,
