@@ -277,8 +277,6 @@ class SegFormerConfig(_FamilyConfig):
                     f"segformer {key} has {len(values)} entries but hidden_sizes has {n}",
                     hint="give every per-stage list one entry per stage",
                 )
-            if any(v < 1 for v in values):
-                raise ConfigError(f"segformer {key} {values} has an entry below 1")
         for width, heads in zip(self.hidden_sizes, self.n_heads, strict=True):
             _check_divisible("each segformer hidden size", width, "its n_heads", heads)
         if any(k % 2 == 0 for k in self.patch_sizes):

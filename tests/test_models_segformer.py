@@ -41,7 +41,7 @@ def _contract(n_time: int = 3) -> InputContract:
         ({"depths": [2, 2]}, "depths has 2 entries but hidden_sizes has 4"),
         ({"n_heads": [1, 2, 3, 8]}, "not a multiple of its n_heads"),
         ({"patch_sizes": [7, 4, 3, 3]}, "even size"),
-        ({"sr_ratios": [8, 4, 0, 1]}, "entry below 1"),
+        ({"sr_ratios": [8, 4, 0, 1]}, r"sr_ratios\.2: Input should be greater than or equal to 1"),
     ],
 )
 def test_a_config_whose_stages_disagree_is_refused_by_name(
