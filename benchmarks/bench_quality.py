@@ -102,28 +102,33 @@ VARIANTS: dict[str, dict[str, Any]] = {
 METRICS = ("overall_accuracy", "macro_f1", "kappa")
 
 
+def _read_fixture(source: Path) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """A temporalCNN table as its (class, polygon) columns and its values ``[N, T, 3]`` (NIR,
+    R, G per date)."""
+    raw = np.loadtxt(source, delimiter=",", dtype=np.float64)
+    return raw[:, :2], raw[:, 2:].reshape(len(raw), -1, 3)
+
+
+def _write_table(
+    dest: Path, head: npt.NDArray[np.float64], values: npt.NDArray[np.float64], fmt: str
+) -> Path:
+    table = np.concatenate([head, values.reshape(len(values), -1)], axis=1)
+    np.savetxt(dest, table, delimiter=",", fmt=["%d", "%d"] + [fmt] * (table.shape[1] - 2))
+    return dest
+
+
 def ndvi_table(source: Path, dest: Path) -> Path:
     """The temporalCNN table (class, polygon, then NIR, R, G per date) as one NDVI band."""
-    raw = np.loadtxt(source, delimiter=",", dtype=np.float64)
-    head, values = raw[:, :2], raw[:, 2:]
-    nir, red = values[:, 0::3], values[:, 1::3]
-    ndvi = (nir - red) / np.maximum(nir + red, 1e-6)
-    table = np.concatenate([head, ndvi], axis=1)
-    fmt = ["%d", "%d"] + ["%.5f"] * ndvi.shape[1]
-    np.savetxt(dest, table, delimiter=",", fmt=fmt)
-    return dest
+    head, values = _read_fixture(source)
+    nir, red = values[..., 0], values[..., 1]
+    return _write_table(dest, head, (nir - red) / np.maximum(nir + red, 1e-6), "%.5f")
 
 
 def thinned_table(source: Path, dest: Path, every: int) -> Path:
     """The temporalCNN table with every ``every``-th date only (first date kept): a shorter
     series of the same pixels and bands."""
-    raw = np.loadtxt(source, delimiter=",", dtype=np.float64)
-    head, values = raw[:, :2], raw[:, 2:]
-    by_date = values.reshape(len(values), -1, 3)[:, ::every, :]
-    table = np.concatenate([head, by_date.reshape(len(values), -1)], axis=1)
-    fmt = ["%d", "%d"] + ["%.6g"] * (table.shape[1] - 2)
-    np.savetxt(dest, table, delimiter=",", fmt=fmt)
-    return dest
+    head, values = _read_fixture(source)
+    return _write_table(dest, head, values[:, ::every, :], "%.6g")
 
 
 def modis_table(dest: Path, fold: int, n_folds: int = 3, window: int = 3) -> Path:
