@@ -174,8 +174,9 @@ def ensure_zombie_automation(client: SyncPrefectClient, after_s: float = ZOMBIE_
     """Create or update the automation that marks runs without heartbeats Crashed.
 
     A flow run whose process dies with its machine (or is killed) stays Running on the server
-    forever otherwise. ``after_s`` must exceed the workers' heartbeat interval
-    (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``). Returns the automation's id.
+    forever otherwise. ``after_s`` should be about three of the workers' heartbeat intervals
+    (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``) or more: a late heartbeat on a loaded machine must
+    not crash a live run. Returns the automation's id.
     """
     from datetime import timedelta
 
