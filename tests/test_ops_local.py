@@ -20,7 +20,7 @@ from test_ops_standin import read_events, remap_region, retrain
 
 from cropflow.errors import ConfigError, CropflowError, EmptySearchError, StacError
 from cropflow.orchestration.caching import missing_outputs, refreshed, stage_task_options
-from cropflow.orchestration.deploy import plan_deployments
+from cropflow.orchestration.deploy import plan_deployments, zombie_window_warning
 from cropflow.orchestration.locks import region_lock, region_lock_name
 from cropflow.orchestration.project import (
     ON_DEMAND,
@@ -125,6 +125,18 @@ def test_plan_has_on_demand_per_flow_and_remap_retrain_per_region(tmp_path: Path
 
 
 # --- Parameters -----------------------------------------------------------------------------
+
+
+@given(heartbeat=st.integers(30, 3600), after=st.integers(1, 36000))
+@example(heartbeat=30, after=59).via("the test stack's old window was 40 s")
+@example(heartbeat=30, after=60)
+def test_a_zombie_window_under_two_heartbeats_is_warned_about(heartbeat: int, after: int) -> None:
+    warning = zombie_window_warning(float(after), float(heartbeat))
+    assert (warning is not None) == (after < 2 * heartbeat)
+    if warning:
+        assert "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in warning
+    off = zombie_window_warning(600.0, None)
+    assert off is not None and "no heartbeats" in off
 
 
 def test_region_parameters_embed_the_region_config() -> None:

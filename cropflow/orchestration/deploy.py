@@ -170,6 +170,28 @@ def ensure_work_pool(name: str, client: SyncPrefectClient, settings: Settings) -
     )
 
 
+#: The zombie window should hold this many heartbeat intervals (a late one is not a death).
+ZOMBIE_MIN_HEARTBEATS = 2.0
+
+
+def zombie_window_warning(after_s: float, heartbeat_s: float | None) -> str | None:
+    """Why a zombie window of ``after_s`` is risky with heartbeats every ``heartbeat_s`` s
+    (None: heartbeats off), or None when it is safe."""
+    if heartbeat_s is None or heartbeat_s <= 0:
+        return (
+            "flow runs send no heartbeats (PREFECT_FLOWS_HEARTBEAT_FREQUENCY is unset): "
+            "the zombie automation will never mark a dead run Crashed; set it (e.g. 180)"
+        )
+    if after_s < ZOMBIE_MIN_HEARTBEATS * heartbeat_s:
+        return (
+            f"zombie_after_s={after_s:.0f} is under {ZOMBIE_MIN_HEARTBEATS:.0f} heartbeat "
+            f"intervals (PREFECT_FLOWS_HEARTBEAT_FREQUENCY={heartbeat_s:.0f} s): a heartbeat "
+            f"that a loaded machine delays will crash a live run; use about "
+            f"{3 * heartbeat_s:.0f} s or more"
+        )
+    return None
+
+
 def ensure_zombie_automation(client: SyncPrefectClient, after_s: float = ZOMBIE_AFTER_S) -> str:
     """Create or update the automation that marks runs without heartbeats Crashed.
 
@@ -310,6 +332,12 @@ def deploy_all(
         for region in regions:
             ensure_region_limit(region.name, client)
         if zombie_after_s is not None:
+            from prefect.settings import get_current_settings
+
+            heartbeat = get_current_settings().flows.heartbeat_frequency
+            warning = zombie_window_warning(zombie_after_s, heartbeat)
+            if warning:
+                log.warning("%s", warning)
             ensure_zombie_automation(client, zombie_after_s)
         for spec in specs:
             infos.append(
