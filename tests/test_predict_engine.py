@@ -13,6 +13,8 @@ import torch
 import xarray as xr
 import zarr
 from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cropflow.classes import ClassDef, ClassMap
 from cropflow.errors import ConfigError, ContractError, DataError
@@ -405,3 +407,41 @@ def test_tta_predictions_are_their_own_maps_and_pixel_models_refuse_it(cube: Pat
     with pytest.raises(ConfigError, match="pixel model") as err:
         predict(PredictParams(key="tta-pixel", tta="flips", **common), pixel)
     assert "tta='none'" in str(err.value.hint)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    t=st.integers(1, 5),
+    c=st.integers(1, 4),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    seed=st.integers(0, 2**16),
+)
+def test_prepared_pixels_equal_the_normalised_series_of_the_valid_pixels(
+    t: int, c: int, h: int, w: int, seed: int
+) -> None:
+    """The row-by-row transpose and the in-place normalisation give what the training
+    normalisation gives on ``[N, T, C]`` series, non-finite values (NaN and inf) as 0."""
+    from cropflow.bands import S2_TEN_BANDS
+    from cropflow.predict.engine import prepare_pixels
+    from cropflow.predict.model import Normalise
+
+    rng = np.random.default_rng(seed)
+    raw = rng.normal(0.2, 0.1, (t, c, h, w)).astype(np.float32)
+    raw[rng.random(raw.shape) < 0.2] = np.nan
+    raw[rng.random((t, 1, h, w)).repeat(c, axis=1) < 0.3] = np.nan  # whole dates missing
+    raw[rng.random(raw.shape) < 0.05] = np.inf
+    bands = list(S2_TEN_BANDS[:c])
+    stats = {b: (0.1 * i, 0.05 + 0.01 * i) for i, b in enumerate(bands)}
+    bundle = tiny_bundle({"name": "tempcnn"}, bands, t, CLASSES, "pixel", stats=stats)
+    norm = Normalise(bundle.contract)
+
+    series = raw.reshape(t, c, h * w).transpose(2, 0, 1).copy()  # [N, T, C]
+    missing = ~np.isfinite(series).any(axis=2)
+    valid = ~missing.all(axis=1)
+    got = prepare_pixels(raw.copy(), norm)
+
+    assert np.array_equal(got.valid, valid.reshape(h, w))
+    assert np.array_equal(got.missing, missing[valid])
+    assert got.x.flags.c_contiguous and got.x.dtype == np.float32
+    assert np.array_equal(got.x, norm(series)[valid])

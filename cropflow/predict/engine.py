@@ -155,12 +155,23 @@ def prepare_pixels(raw: FloatArray, normalise: Normalise) -> PixelInput:
     missing: BoolArray = ~np.any(np.isfinite(raw), axis=1).reshape(t, h * w).T  # [N, T]
     valid: BoolArray = ~np.all(missing, axis=1)
     normalise.inplace(raw, axis=1)  # raw is this tile's own copy, read for this job
-    by_pixel = raw.reshape(t, c, h * w).transpose(2, 0, 1)  # [N, T, C], a view
-    if valid.all():
-        series = np.ascontiguousarray(by_pixel)
-    else:
-        series, missing = by_pixel[valid], missing[valid]
-    return PixelInput(series, np.ascontiguousarray(missing), valid.reshape(h, w))
+    series = to_series(raw.reshape(t * c, h * w), None if valid.all() else valid)
+    if not valid.all():
+        missing = missing[valid]
+    return PixelInput(series.reshape(-1, t, c), np.ascontiguousarray(missing), valid.reshape(h, w))
+
+
+def to_series(rows: FloatArray, keep: BoolArray | None = None) -> FloatArray:
+    """The transpose ``[N, R]`` of ``rows [R, N]`` (only the columns in ``keep``), contiguous.
+
+    Copied one source row at a time: each read is contiguous and the writes are a few hundred
+    bytes apart, where numpy's transposing copy reads every element from another page (2x
+    slower on a 128 x 128 px tile of 120 rows)."""
+    idx = None if keep is None else np.flatnonzero(keep)
+    out = np.empty((rows.shape[1] if idx is None else idx.size, rows.shape[0]), np.float32)
+    for r in range(rows.shape[0]):
+        out[:, r] = rows[r] if idx is None else rows[r].take(idx)
+    return out
 
 
 def pixel_probs(

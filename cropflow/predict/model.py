@@ -174,7 +174,8 @@ class Normalise:
         shape[axis] = -1
         np.subtract(x, self._norm.mean.numpy().reshape(shape), out=x)
         np.divide(x, self._norm.std.numpy().reshape(shape), out=x)
-        np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        # non-finite -> 0: one mask and one masked store (nan_to_num makes three passes)
+        np.copyto(x, np.float32(0.0), where=~np.isfinite(x))
 
 
 #: The views of each test-time augmentation: (quarter turns, flip left-right) pairs.
