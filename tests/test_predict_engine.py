@@ -445,3 +445,24 @@ def test_prepared_pixels_equal_the_normalised_series_of_the_valid_pixels(
     assert np.array_equal(got.missing, missing[valid])
     assert got.x.flags.c_contiguous and got.x.dtype == np.float32
     assert np.array_equal(got.x, norm(series)[valid])
+
+
+def test_a_store_made_again_at_the_same_path_is_written_as_the_new_one(
+    cube: Path, tmp_path: Path
+) -> None:
+    """Tile writes reuse opened arrays per store; a store replaced at the same path (another
+    class map) is opened again, not written through the old one's metadata."""
+    from cropflow.predict.store import create_store, discard, write_tile
+
+    store = tmp_path / "pred.zarr"
+    win = Window(0, 16, 0, 16)
+    for k in (3, 2, 3):
+        classes = ClassMap(classes=CLASSES.classes[:k])
+        discard(store)
+        create_store(store, str(cube), classes, 16, {})
+        prob = np.full((k, 16, 16), 7 * k, np.uint8)
+        write_tile(store, win, np.full((16, 16), k, np.uint8), prob, prob[0])
+        got = zarr.open_array(f"{store}/probability", mode="r")
+        assert got.shape[0] == k
+        assert np.array_equal(got[:, :16, :16], prob)
+        assert np.all(np.asarray(zarr.open_array(f"{store}/class_id", mode="r")[:16, :16]) == k)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -159,10 +160,26 @@ def write_tile(
     confidence: npt.NDArray[np.uint8],
 ) -> None:
     """Write one tile's arrays into its window of the store."""
-    root = str(store)
-    zarr.open_array(f"{root}/class_id", mode="r+")[window.rows, window.cols] = class_id
-    zarr.open_array(f"{root}/probability", mode="r+")[:, window.rows, window.cols] = probability
-    zarr.open_array(f"{root}/confidence", mode="r+")[window.rows, window.cols] = confidence
+    meta = (Path(store) / "zarr.json").stat()
+    cls, prob, conf = _output_arrays(str(store), (meta.st_ino, meta.st_mtime_ns, meta.st_size))
+    cls[window.rows, window.cols] = class_id
+    prob[:, window.rows, window.cols] = probability
+    conf[window.rows, window.cols] = confidence
+
+
+_Array = zarr.Array[Any]
+
+
+@lru_cache(maxsize=4)
+def _output_arrays(store: str, stamp: tuple[int, int, int]) -> tuple[_Array, _Array, _Array]:
+    """The store's three output arrays, opened once per store (``stamp``: inode, time and
+    size of the group's metadata, so a store created again at the same path is opened
+    again). Opening them for every tile cost as much as writing the tile."""
+    cls, prob, conf = (
+        zarr.open_array(f"{store}/{name}", mode="r+")
+        for name in ("class_id", "probability", "confidence")
+    )
+    return cls, prob, conf
 
 
 def mark_complete(store: Path) -> None:
