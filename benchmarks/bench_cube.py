@@ -4,6 +4,10 @@ All in one process, on the same synthetic Sentinel-2-like COGs and the same core
 
 * **floor**: every COG window the grid needs (bands and SCL), read and decoded with rasterio
   in a tight loop, single-threaded and with one thread per Dask thread; the faster is the floor;
+* **write floor**: the cube's own arrays (every variable, already in memory) written into a
+  fresh Zarr store with the same chunks and codecs, one region per task, one thread per Dask
+  thread: what writing the output costs at least. The decode floor reads no output; the sum
+  of the two floors is the least a build that produces this cube can cost;
 * **cropflow**: ``plan_cube`` + ``write_cube`` (monthly masked median composites + NDVI written
   to Zarr) on a LocalCluster sized by ``settings.dask``; throughput = decoded input bytes /
   wall time, as a ratio to the floor. Builds and floors are interleaved and the best of each
@@ -217,6 +221,54 @@ def measure_floor(
         if wall < best:
             best, best_cpu = wall, cpu
     return total, best, best_cpu
+
+
+def load_cube_arrays(cube_uri: Path) -> dict[str, tuple[np.ndarray, Any]]:
+    """Every data variable of a cube (dims ``(time, y, x)``), in memory, with its array."""
+    import zarr
+
+    group = zarr.open_group(str(cube_uri), mode="r")
+    return {name: (np.asarray(arr[...]), arr) for name, arr in group.arrays() if arr.ndim == 3}
+
+
+def measure_write_floor(
+    arrays: dict[str, tuple[np.ndarray, Any]], out: Path, region: int, threads: int
+) -> tuple[float, float, int]:
+    """(wall s, CPU s, encoded bytes) of writing ``arrays`` into a fresh store at ``out`` with
+    their chunks, codecs and fill values; ``region`` x ``region`` px per task (cropflow's
+    block), ``threads`` tasks at once."""
+    import zarr
+
+    shutil.rmtree(out, ignore_errors=True)
+    group = zarr.open_group(str(out), mode="w", zarr_format=3)
+    targets = {}
+    for name, (_, src) in arrays.items():
+        targets[name] = group.create_array(
+            name,
+            shape=src.shape,
+            chunks=src.chunks,
+            dtype=src.dtype,
+            filters=src.filters,
+            compressors=src.compressors,
+            serializer=src.serializer,
+            fill_value=src.fill_value,
+        )
+    _, ny, nx = next(iter(arrays.values()))[0].shape
+    regions = [(y, x) for y in range(0, ny, region) for x in range(0, nx, region)]
+
+    def write(yx: tuple[int, int]) -> None:
+        y, x = yx
+        for name, (data, _) in arrays.items():
+            targets[name][:, y : y + region, x : x + region] = data[
+                :, y : y + region, x : x + region
+            ]
+
+    t0, c0 = time.perf_counter(), tree_cpu()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(write, regions))
+    wall, cpu = time.perf_counter() - t0, tree_cpu() - c0
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    return wall, cpu, size
 
 
 def cube_params(side: int, chunk: int | None, reader: str = "auto") -> Any:
@@ -579,7 +631,8 @@ def main(argv: list[str] | None = None) -> None:
     with make_local_cluster(**local_cluster_kwargs(settings)) as cluster, Client(cluster) as client:
         client.run(lambda: __import__("cropflow.cube.block"))
         cube_uri = args.out / "cropflow.zarr"
-        run_cropflow(items, min(args.side, 1024), cube_uri, client, args.chunk)  # warm-up
+        # warm-up: 2 x 2 blocks, so that every worker has imported, allocated and written
+        run_cropflow(items, min(args.side, 2048), cube_uri, client, args.chunk)
         for _ in range(args.repeats):  # interleaved, best of: the machine is shared
             c0 = tree_cpu()
             secs, ref = run_cropflow(items, args.side, cube_uri, client, args.chunk, args.reader)
@@ -590,6 +643,14 @@ def main(argv: list[str] | None = None) -> None:
             floors.append(tf)
             floor_cpu.append(cf)
         floor_s, secs = min(floors), min(builds)
+        arrays = load_cube_arrays(cube_uri)
+        writes = [
+            measure_write_floor(arrays, args.out / "write-floor.zarr", ref.chunk, threads)
+            for _ in range(args.repeats)
+        ]
+        del arrays
+        write_s, write_cpu, _ = min(writes)
+        both_s, both_cpu = floor_s + write_s, min(floor_cpu) + write_cpu
         report.update(
             input_bytes=nbytes,
             threads=threads,
@@ -604,6 +665,11 @@ def main(argv: list[str] | None = None) -> None:
             floor_cpu_s=min(floor_cpu),
             cropflow_cpu_s=min(build_cpu),
             cpu_ratio_to_floor=min(floor_cpu) / min(build_cpu),
+            write_floor_s=write_s,
+            write_floor_s_all=[w[0] for w in writes],
+            write_floor_cpu_s=write_cpu,
+            ratio_to_decode_and_write_floor=both_s / secs,
+            cpu_ratio_to_decode_and_write_floor=both_cpu / min(build_cpu),
             chunk=ref.chunk,
             blocks=ref.blocks_total,
             cube_MB=ref.size_bytes / 1e6,
@@ -621,6 +687,11 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"CPU time: floor {min(floor_cpu):.1f} s, cropflow {min(build_cpu):.1f} s "
             f"(all processes), ratio {min(floor_cpu) / min(build_cpu):.2f}"
+        )
+        print(
+            f"write floor (the cube's arrays from memory into a fresh store, best of "
+            f"{len(writes)}): {write_s:.1f} s, CPU {write_cpu:.1f} s; decode + write floor "
+            f"{both_s:.1f} s: ratio {both_s / secs:.2f} wall, {both_cpu / min(build_cpu):.2f} CPU"
         )
         if not args.no_baseline:
             base_uri = args.out / "baseline.zarr"
