@@ -18,6 +18,8 @@ All in one process, on the same synthetic Sentinel-2-like COGs and the same core
 * **loaders** (``--loaders``): decode throughput of ``odc.stac.load`` (dask), ``stackstac.stack``
   and cropflow's block reader (odc-stac's reader, or the direct window read) on the cluster,
   and the readers' CPU cost on one thread: the measurements behind the choice of reader;
+* **block phases** (``--profile-blocks N``): CPU seconds of each phase (reads, masks,
+  composites, gap filling, indices, the write) of the first N blocks, in this process;
 * **memory** (``--memory``): peak RSS of the whole process tree (this process and the Dask
   worker processes) of a fresh build at 1x, 4x and 16x the area, each in a child process.
 
@@ -269,6 +271,53 @@ def measure_write_floor(
     wall, cpu = time.perf_counter() - t0, tree_cpu() - c0
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     return wall, cpu, size
+
+
+def profile_blocks(
+    items: list[pystac.Item], side: int, out: Path, n: int
+) -> list[dict[str, float]]:
+    """CPU seconds per phase of the first ``n`` blocks, built one after the other in this
+    process (no cluster): reads, cloud masks, composites, gap filling, indices, the write.
+    The first block pays the process's first touch of its memory."""
+    from cropflow.cube import block as blk
+    from cropflow.cube import store
+    from cropflow.cube.plan import plan_cube
+    from cropflow.stac.profiles import get_profile
+
+    plan = plan_cube(items, get_profile("local-demo"), cube_params(side, None))
+    spent: dict[str, float] = {}
+
+    def timed(owner: Any, name: str, label: str) -> None:
+        inner = getattr(owner, name)
+
+        def wrapper(*a: Any, **k: Any) -> Any:
+            t0 = time.process_time()
+            try:
+                return inner(*a, **k)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.process_time() - t0
+
+        setattr(owner, name, wrapper)
+
+    for owner, name, label in (
+        (blk._DayReader, "read_day", "read"),
+        (blk, "MedianMask", "mask"),
+        (blk, "_composite", "composite"),
+        (blk, "fill_linear", "fill"),
+        (blk, "compute_index", "index"),
+    ):
+        timed(owner, name, label)
+    shutil.rmtree(out, ignore_errors=True)
+    store.create_store(out, plan)
+    rows = []
+    for b in plan.blocks()[:n]:
+        spent.clear()
+        t0 = time.process_time()
+        result = blk.compute_block(plan, b)
+        t1 = time.process_time()
+        store.write_block(out, result)
+        rows.append({**spent, "compute": t1 - t0, "write": time.process_time() - t1})
+    return rows
 
 
 def cube_params(side: int, chunk: int | None, reader: str = "auto") -> Any:
@@ -594,6 +643,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=2, help="timed cropflow builds (best of)")
     ap.add_argument("--reader", choices=["auto", "odc"], default="auto", help="CubeParams.reader")
     ap.add_argument("--kind", choices=DATA_KINDS, default="noisy", help="synthetic reflectance")
+    ap.add_argument(
+        "--profile-blocks", type=int, default=0, help="also time the phases of N blocks"
+    )
     ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.data_dir is None:
@@ -644,8 +696,10 @@ def main(argv: list[str] | None = None) -> None:
             floor_cpu.append(cf)
         floor_s, secs = min(floors), min(builds)
         arrays = load_cube_arrays(cube_uri)
+        write_floor = args.out / "write-floor.zarr"
+        measure_write_floor(arrays, write_floor, ref.chunk, threads)  # warm-up, as for cropflow
         writes = [
-            measure_write_floor(arrays, args.out / "write-floor.zarr", ref.chunk, threads)
+            measure_write_floor(arrays, write_floor, ref.chunk, threads)
             for _ in range(args.repeats)
         ]
         del arrays
@@ -720,6 +774,11 @@ def main(argv: list[str] | None = None) -> None:
         report["readers_cpu_MBps"] = {k: band_bytes / v / 1e6 for k, v in readers.items()}
         for k, v in readers.items():
             print(f"one thread, CPU time: {k}: {band_bytes / v / 1e6:.0f} MB/s")
+    if args.profile_blocks:  # after the cluster: one process, its CPU time is the block's
+        phases = profile_blocks(items, args.side, args.out / "profile.zarr", args.profile_blocks)
+        report["block_phases_cpu_s"] = phases
+        for i, row in enumerate(phases):
+            print(f"block {i}: " + ", ".join(f"{k} {v:.3f} s" for k, v in row.items()))
     if args.memory:
         mem = []
         for m in (1, 4, 16):
