@@ -103,6 +103,28 @@ def test_monthly_composites_equal_masked_median_and_georeference(
     assert again.blocks_written == 0 and again.key == ref.key
 
 
+def test_a_block_is_stored_in_smaller_chunks_and_opened_one_block_per_dask_chunk(
+    scene: Scene, client: Client, tmp_path: Path
+) -> None:
+    """Blocks of 64 px are written as 2 x 2 stored chunks of 32 px (STORE_CHUNK lowered for
+    the small scene); open_cube gives Dask chunks of a block; values as with one chunk."""
+    from cropflow.cube import grid
+
+    one = open_cube(write_cube(plan_cube(scene.items, PROFILE, params(scene, chunk_size=64)),
+                               tmp_path / "one.zarr", client=client).uri)  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(grid, "STORE_CHUNK", 32)
+        mp.setattr(grid, "STORE_CHUNK_MIN", 16)
+        plan = plan_cube(scene.items, PROFILE, params(scene, chunk_size=64))
+        ds = open_cube(write_cube(plan, tmp_path / "split.zarr", client=client).uri)
+    n = ds.sizes["time"]
+    assert one.red.encoding["chunks"] == (n, 64, 64)
+    assert ds.red.encoding["chunks"] == (n, 32, 32)
+    assert ds.red.chunks == one.red.chunks and max(ds.red.chunks[1]) == 64  # a block each
+    for name in ds.data_vars:
+        np.testing.assert_array_equal(ds[name].values, one[name].values)
+
+
 def test_acquisition_dates_and_gap_filling(scene: Scene, client: Client, tmp_path: Path) -> None:
     plan = plan_cube(scene.items, PROFILE, params(scene, period=None, time_chunk=3))
     ds = open_cube(write_cube(plan, tmp_path / "a.zarr", client=client).uri)

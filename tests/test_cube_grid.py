@@ -14,11 +14,14 @@ from pyproj import CRS, Transformer
 
 from cropflow.cube.grid import (
     AUTO_CHUNKS,
+    STORE_CHUNK,
+    STORE_CHUNK_MIN,
     blocks,
     choose_chunk,
     derive_grid,
     make_grid,
     snap_bounds,
+    store_chunk,
     utm_epsg,
     utm_zone,
 )
@@ -97,6 +100,22 @@ def test_regions_cover_grid_exactly_once(h: int, w: int, chunk: int) -> None:
         hits[r.slices] += 1
     assert (hits == 1).all()
     assert len({r.key for r in rs}) == len(rs) == math.ceil(h / chunk) * math.ceil(w / chunk)
+
+
+@given(block=st.integers(16, 8192))
+def test_a_block_is_stored_as_whole_chunks_of_at_most_the_store_side(block: int) -> None:
+    """Stored chunks tile each block exactly (no chunk shared by two blocks), are at most
+    STORE_CHUNK px when the block has such a divisor, and never smaller than needed."""
+    side = store_chunk(block)
+    assert block % side == 0
+    if block <= STORE_CHUNK:
+        assert side == block
+    elif side != block:
+        assert STORE_CHUNK_MIN <= side <= STORE_CHUNK
+        assert not any(block % d == 0 for d in range(side + 1, STORE_CHUNK + 1))
+    else:  # no divisor in range: one chunk per block
+        assert not any(block % d == 0 for d in range(STORE_CHUNK_MIN, STORE_CHUNK + 1))
+    assert all(store_chunk(c) == STORE_CHUNK for c in AUTO_CHUNKS)
 
 
 @given(

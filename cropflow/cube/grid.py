@@ -23,6 +23,13 @@ from cropflow.errors import AOIError, ConfigError
 SNAP_EPS = 1e-9
 #: Chunk sides tried (largest first) when the chunk size is chosen from the memory budget.
 AUTO_CHUNKS = (1024, 512, 256)
+#: Largest spatial side of a stored Zarr chunk: a block is written as several chunks of at most
+#: this side, so that a reader of a window (prediction tiles, 256 px by default; label
+#: samples) decodes about what it reads rather than the whole block (a 256 px tile of a cube
+#: stored in 1024 px chunks decoded 16 times its pixels: prediction 2.6x slower).
+STORE_CHUNK = 256
+#: A block side with no divisor in [STORE_CHUNK_MIN, STORE_CHUNK] is stored as one chunk.
+STORE_CHUNK_MIN = 64
 
 
 def utm_zone(lon: float, lat: float) -> int:
@@ -250,6 +257,19 @@ def iter_blocks(shape: tuple[int, int], chunk: int) -> Iterator[Block]:
     for iy, y0 in enumerate(range(0, h, chunk)):
         for ix, x0 in enumerate(range(0, w, chunk)):
             yield Block(iy, ix, y0, min(y0 + chunk, h), x0, min(x0 + chunk, w))
+
+
+def store_chunk(block: int) -> int:
+    """Spatial side of the Zarr chunks of a cube written in blocks of ``block`` px: the
+    largest divisor of ``block`` no larger than :data:`STORE_CHUNK` (so that no chunk is
+    shared by two blocks), or ``block`` itself when it is small or has no divisor of at least
+    :data:`STORE_CHUNK_MIN`."""
+    if block <= STORE_CHUNK:
+        return block
+    for side in range(STORE_CHUNK, STORE_CHUNK_MIN - 1, -1):
+        if block % side == 0:
+            return side
+    return block
 
 
 def blocks(shape: tuple[int, int], chunk: int) -> list[Block]:

@@ -61,7 +61,7 @@ from pydantic import BaseModel, Field
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from cropflow.cube.block import BlockResult, BlockStats
-from cropflow.cube.grid import GridSpec
+from cropflow.cube.grid import GridSpec, store_chunk
 from cropflow.cube.indices import INDICES
 from cropflow.cube.plan import CUBE_FORMAT, BadItem, CubePlan, version_info
 from cropflow.errors import DataError
@@ -147,7 +147,8 @@ def template(plan: CubePlan) -> xr.Dataset:
 
 def _chunks(plan: CubePlan) -> tuple[int, int, int]:
     n = len(plan.axis)
-    return (min(plan.params.time_chunk or n, n), plan.chunk, plan.chunk)
+    side = store_chunk(plan.chunk)
+    return (min(plan.params.time_chunk or n, n), side, side)
 
 
 def _encoding(plan: CubePlan) -> dict[str, dict[str, Any]]:
@@ -417,7 +418,9 @@ def open_cube(uri: str | Path, require_complete: bool = True) -> xr.Dataset:
             )
         raise DataError(f"no cube at {path}", hint="build it first (the build_cube flow)")
     try:
-        ds = xr.open_zarr(path, consolidated=False, decode_coords="all", zarr_format=3)
+        ds = xr.open_zarr(
+            path, consolidated=False, decode_coords="all", zarr_format=3, chunks=_dask_chunks(path)
+        )
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError) as exc:
         raise DataError(
             f"{path} is not a readable cube ({exc})", hint="re-run the build that writes it"
@@ -429,6 +432,18 @@ def open_cube(uri: str | Path, require_complete: bool = True) -> xr.Dataset:
         )
     result: xr.Dataset = ds
     return result
+
+
+def _dask_chunks(path: Path) -> dict[str, int] | None:
+    """Dask chunks of a cube's arrays: one write block (several stored chunks) per Dask
+    chunk, so that a graph over a whole tile stays as small as the build's; None (the stored
+    chunks) for a cube that does not record its block."""
+    try:
+        grid = zarr.open_group(str(path), mode="r", zarr_format=3).attrs.get(ATTR + "grid")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError):
+        return None
+    block = grid.get("chunk") if isinstance(grid, dict) else None
+    return {"y": block, "x": block} if isinstance(block, int) and block > 0 else None
 
 
 def cube_json(path: Path) -> str:
