@@ -6,8 +6,10 @@ A Zarr v3 group with consolidated metadata. Open it with :func:`open_cube`, or w
 ``xr.open_zarr(uri, decode_coords="all")``; ``ds.odc.geobox`` and
 ``ds.rio.crs`` then work.
 
-Data variables, all with dims ``(time, y, x)``, chunked ``(all times, chunk, chunk)`` (time
-in chunks of ``params.time_chunk`` when set):
+Data variables, all with dims ``(time, y, x)``, stored in chunks ``(all times, side, side)``
+(time in chunks of ``params.time_chunk`` when set), ``side`` =
+:func:`cropflow.cube.grid.store_chunk` of the write block (at most 256 px: window readers
+decode what they read); :func:`open_cube` gives Dask chunks of one block:
 
 * one ``float32`` variable per band NAME, as the collection profile names it (``red``,
   ``nir``, ``ndvi``, ``vv``...): ``stored * scale + offset`` of the profile's rule, composited
@@ -174,6 +176,7 @@ def provenance(plan: CubePlan) -> dict[str, Any]:
             **plan.grid.model_dump(mode="json"),
             "shape": list(plan.grid.shape),
             "chunk": plan.chunk,
+            "store_chunk": store_chunk(plan.chunk),
         },
         ATTR + "time": {
             "period": plan.axis.period,
