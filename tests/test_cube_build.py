@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import rasterio
 import rioxarray  # noqa: F401  (registers the .rio accessor)
+import zarr
 from distributed import Client
 from odc.geo.geobox import GeoBox
 from pyproj import Transformer
@@ -106,8 +107,9 @@ def test_monthly_composites_equal_masked_median_and_georeference(
 def test_a_block_is_stored_in_smaller_chunks_and_opened_one_block_per_dask_chunk(
     scene: Scene, client: Client, tmp_path: Path
 ) -> None:
-    """Blocks of 64 px are written as 2 x 2 stored chunks of 32 px (STORE_CHUNK lowered for
-    the small scene); open_cube gives Dask chunks of a block; values as with one chunk."""
+    """Blocks of 64 px are written as shards of 2 x 2 stored chunks of 32 px (STORE_CHUNK
+    lowered for the small scene); open_cube gives Dask chunks of a block; values as with one
+    chunk per block."""
     from cropflow.cube import grid
 
     one = open_cube(write_cube(plan_cube(scene.items, PROFILE, params(scene, chunk_size=64)),
@@ -116,7 +118,10 @@ def test_a_block_is_stored_in_smaller_chunks_and_opened_one_block_per_dask_chunk
         mp.setattr(grid, "STORE_CHUNK", 32)
         mp.setattr(grid, "STORE_CHUNK_MIN", 16)
         plan = plan_cube(scene.items, PROFILE, params(scene, chunk_size=64))
-        ds = open_cube(write_cube(plan, tmp_path / "split.zarr", client=client).uri)
+        ref = write_cube(plan, tmp_path / "split.zarr", client=client)
+        ds = open_cube(ref.uri)
+    stored = zarr.open_array(f"{ref.uri}/red", mode="r")
+    assert stored.shards == (ds.sizes["time"], 64, 64)  # one file per block write
     n = ds.sizes["time"]
     assert one.red.encoding["chunks"] == (n, 64, 64)
     assert ds.red.encoding["chunks"] == (n, 32, 32)

@@ -307,3 +307,34 @@ def test_a_model_on_s2_s1_and_dem_trains_maps_and_refuses_a_cube_without_s1(
     with pytest.raises(ContractError, match=r"missing \[.*'s1_v") as err:
         remap_region(RemapParams(region=optical_only))
     assert "sources" in (err.value.hint or "")
+
+
+def test_a_stacked_cube_stores_each_block_as_a_shard_of_small_chunks(tmp_path: Path) -> None:
+    """Stacked cubes use the cube store's layout: a 1024 px block is one shard of 256 px
+    chunks (dated and static variables alike), written through xarray, values intact."""
+    import dask.array as da
+    import xarray as xr
+    import zarr
+
+    from cropflow.cube.stack import _encoding
+
+    rng = np.random.default_rng(0)
+    t, h, w, block = 2, 1100, 600, 1024
+    ds = xr.Dataset(
+        {
+            "s2_red": (("time", "y", "x"), rng.random((t, h, w), dtype=np.float32)),
+            "dem_elevation": (("y", "x"), rng.random((h, w), dtype=np.float32)),
+        },
+        coords={"time": np.array(["2021-04-01", "2021-05-01"], dtype="datetime64[ns]")},
+    ).chunk({"time": -1, "y": block, "x": block})
+    enc = _encoding(ds, block, "blosc-blosclz")
+    assert enc["s2_red"]["chunks"] == (t, 256, 256) and enc["s2_red"]["shards"] == (t, block, block)
+    assert enc["dem_elevation"]["chunks"] == (256, 256)
+    assert enc["dem_elevation"]["shards"] == (block, block)
+    ds.to_zarr(tmp_path / "s.zarr", encoding=enc, zarr_format=3, consolidated=False)
+    for name in ds.data_vars:
+        stored = zarr.open_array(str(tmp_path / "s.zarr" / str(name)), mode="r")
+        np.testing.assert_array_equal(stored[...], ds[name].values)
+    small = _encoding(ds.chunk({"y": 128, "x": 128}), 128, "blosc-blosclz")
+    assert small["s2_red"]["chunks"] == (t, 128, 128) and "shards" not in small["s2_red"]
+    assert isinstance(ds["s2_red"].data, da.Array)

@@ -141,7 +141,9 @@ def template(plan: CubePlan) -> xr.Dataset:
     coords["time"] = pd.DatetimeIndex(plan.axis.times)
     data_vars = {}
     for name in plan.variables:
-        arr = da.zeros((n, h, w), chunks=chunks, dtype=_dtype(name, plan))
+        arr = da.zeros(
+            (n, h, w), chunks=(chunks[0], plan.chunk, plan.chunk), dtype=_dtype(name, plan)
+        )
         attrs = {**_var_attrs(name, plan), "grid_mapping": "spatial_ref"}
         data_vars[name] = xr.Variable(("time", "y", "x"), arr, attrs=attrs)
     return xr.Dataset(data_vars, coords=coords)
@@ -156,8 +158,11 @@ def _chunks(plan: CubePlan) -> tuple[int, int, int]:
 def _encoding(plan: CubePlan) -> dict[str, dict[str, Any]]:
     comp = _compressor(plan.params.compressor)
     enc: dict[str, dict[str, Any]] = {}
+    chunks = _chunks(plan)
     for name in plan.variables:
-        enc[name] = {"chunks": _chunks(plan), "compressors": [comp]}
+        enc[name] = {"chunks": chunks, "compressors": [comp]}
+        if chunks[1] != plan.chunk:  # a block's chunks in one shard: one file per block write
+            enc[name]["shards"] = (chunks[0], plan.chunk, plan.chunk)
         if _dtype(name, plan).kind == "f":
             enc[name]["_FillValue"] = np.nan
     # microseconds: acquisition times (period=None) carry fractions of a second
@@ -421,9 +426,9 @@ def open_cube(uri: str | Path, require_complete: bool = True) -> xr.Dataset:
             )
         raise DataError(f"no cube at {path}", hint="build it first (the build_cube flow)")
     try:
-        ds = xr.open_zarr(
-            path, consolidated=False, decode_coords="all", zarr_format=3, chunks=_dask_chunks(path)
-        )
+        blocks = _dask_chunks(path)
+        chunks: dict[str, Any] = {} if blocks is None else {"chunks": blocks}
+        ds = xr.open_zarr(path, consolidated=False, decode_coords="all", zarr_format=3, **chunks)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError) as exc:
         raise DataError(
             f"{path} is not a readable cube ({exc})", hint="re-run the build that writes it"
@@ -438,15 +443,19 @@ def open_cube(uri: str | Path, require_complete: bool = True) -> xr.Dataset:
 
 
 def _dask_chunks(path: Path) -> dict[str, int] | None:
-    """Dask chunks of a cube's arrays: one write block (several stored chunks) per Dask
-    chunk, so that a graph over a whole tile stays as small as the build's; None (the stored
-    chunks) for a cube that does not record its block."""
+    """Dask chunks of a cube's arrays: one write block (a shard of several stored chunks) per
+    Dask chunk, so that a graph over a whole tile stays as small as the build's; None (the
+    stored chunks, xarray's default) for a cube stored without shards (one chunk per block)."""
     try:
-        grid = zarr.open_group(str(path), mode="r", zarr_format=3).attrs.get(ATTR + "grid")
+        group = zarr.open_group(str(path), mode="r", zarr_format=3)
+        for _, array in group.arrays():
+            shards = array.shards
+            dims = getattr(array.metadata, "dimension_names", None)
+            if shards is not None and dims == ("time", "y", "x"):
+                return {"y": int(shards[1]), "x": int(shards[2])}
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError):
         return None
-    block = grid.get("chunk") if isinstance(grid, dict) else None
-    return {"y": block, "x": block} if isinstance(block, int) and block > 0 else None
+    return None
 
 
 def cube_json(path: Path) -> str:
