@@ -237,7 +237,7 @@ def measure_write_floor(
     arrays: dict[str, tuple[np.ndarray, Any]], out: Path, region: int, threads: int
 ) -> tuple[float, float, int]:
     """(wall s, CPU s, encoded bytes) of writing ``arrays`` into a fresh store at ``out`` with
-    their chunks, codecs and fill values; ``region`` x ``region`` px per task (cropflow's
+    their chunks, shards, codecs and fill values; ``region`` x ``region`` px per task (cropflow's
     block), ``threads`` tasks at once."""
     import zarr
 
@@ -249,6 +249,7 @@ def measure_write_floor(
             name,
             shape=src.shape,
             chunks=src.chunks,
+            shards=src.shards,
             dtype=src.dtype,
             filters=src.filters,
             compressors=src.compressors,
