@@ -146,6 +146,17 @@ def storage_errors(folder: Path, doing: str) -> Iterator[None]:
         raise translated from exc
 
 
+def zarr_stamp(store: str | Path) -> tuple[int, int, int]:
+    """Inode, modification time and size of a Zarr store's root metadata ((0, 0, 0) when
+    missing): a cache key that changes when the store is written again or made anew at the
+    same path."""
+    try:
+        meta = (Path(store) / "zarr.json").stat()
+    except FileNotFoundError:
+        return (0, 0, 0)
+    return (meta.st_ino, meta.st_mtime_ns, meta.st_size)
+
+
 def consolidate_zarr(path: Path) -> None:
     """Write the consolidated metadata of the Zarr v3 store at ``path``.
 

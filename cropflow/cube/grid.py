@@ -272,6 +272,14 @@ def store_chunk(block: int) -> int:
     return block
 
 
+def store_layout(block: int) -> tuple[int, int | None]:
+    """(stored chunk side, shard side or None) of a cube written in blocks of ``block`` px:
+    a block is one shard of :func:`store_chunk` chunks, or one plain chunk when that is the
+    block itself."""
+    side = store_chunk(block)
+    return side, (block if side != block else None)
+
+
 def blocks(shape: tuple[int, int], chunk: int) -> list[Block]:
     """All blocks of a grid (see :func:`iter_blocks`)."""
     return list(iter_blocks(shape, chunk))

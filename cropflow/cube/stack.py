@@ -25,7 +25,7 @@ import odc.geo.xr  # noqa: F401 - registers the .odc accessor
 import xarray as xr
 import zarr
 
-from cropflow.cube.grid import store_chunk
+from cropflow.cube.grid import store_layout
 from cropflow.cube.sources import SourceSpec
 from cropflow.cube.store import (
     ATTR,
@@ -185,16 +185,17 @@ def _source_variables(main: xr.Dataset, part: SourcePart, chunk: int) -> dict[st
 def _encoding(ds: xr.Dataset, chunk: int, compressor: str) -> dict[str, dict[str, Any]]:
     comp = _compressor(compressor)
     enc: dict[str, dict[str, Any]] = {}
-    side = store_chunk(chunk)
+    side, shard = store_layout(chunk)  # as the cube store: a block = one shard of chunks
     for name, var in ds.data_vars.items():
-        spatial = side if side != chunk else None  # a block in inner chunks, as the cube store
-        shards = tuple(ds.sizes[d] if d == "time" else chunk for d in var.dims)
         chunks = tuple(
-            ds.sizes[d] if d == "time" else spatial or min(chunk, ds.sizes[d]) for d in var.dims
+            ds.sizes[d] if d == "time" else (side if shard else min(chunk, ds.sizes[d]))
+            for d in var.dims
         )
         enc[str(name)] = {"chunks": chunks, "compressors": [comp]}
-        if spatial:
-            enc[str(name)]["shards"] = shards
+        if shard:
+            enc[str(name)]["shards"] = tuple(
+                ds.sizes[d] if d == "time" else shard for d in var.dims
+            )
         if var.dtype.kind == "f":
             enc[str(name)]["_FillValue"] = np.nan
     enc["time"] = {"units": "microseconds since 1970-01-01", "dtype": "int64"}

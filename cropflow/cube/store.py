@@ -63,7 +63,7 @@ from pydantic import BaseModel, Field
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from cropflow.cube.block import BlockResult, BlockStats
-from cropflow.cube.grid import GridSpec, store_chunk
+from cropflow.cube.grid import GridSpec, store_chunk, store_layout
 from cropflow.cube.indices import INDICES
 from cropflow.cube.plan import CUBE_FORMAT, BadItem, CubePlan, version_info
 from cropflow.errors import DataError
@@ -151,7 +151,7 @@ def template(plan: CubePlan) -> xr.Dataset:
 
 def _chunks(plan: CubePlan) -> tuple[int, int, int]:
     n = len(plan.axis)
-    side = store_chunk(plan.chunk)
+    side, _ = store_layout(plan.chunk)
     return (min(plan.params.time_chunk or n, n), side, side)
 
 
@@ -159,10 +159,11 @@ def _encoding(plan: CubePlan) -> dict[str, dict[str, Any]]:
     comp = _compressor(plan.params.compressor)
     enc: dict[str, dict[str, Any]] = {}
     chunks = _chunks(plan)
+    _, shard = store_layout(plan.chunk)
     for name in plan.variables:
         enc[name] = {"chunks": chunks, "compressors": [comp]}
-        if chunks[1] != plan.chunk:  # a block's chunks in one shard: one file per block write
-            enc[name]["shards"] = (chunks[0], plan.chunk, plan.chunk)
+        if shard:  # a block's chunks in one shard: one file per block write
+            enc[name]["shards"] = (chunks[0], shard, shard)
         if _dtype(name, plan).kind == "f":
             enc[name]["_FillValue"] = np.nan
     # microseconds: acquisition times (period=None) carry fractions of a second

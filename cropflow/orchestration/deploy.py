@@ -12,6 +12,7 @@ from uuid import UUID
 from prefect import Flow
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.exceptions import ObjectNotFound
+from prefect.settings import get_current_settings
 from pydantic import BaseModel, ConfigDict, Field
 
 from cropflow import __version__
@@ -332,8 +333,6 @@ def deploy_all(
         for region in regions:
             ensure_region_limit(region.name, client)
         if zombie_after_s is not None:
-            from prefect.settings import get_current_settings
-
             heartbeat = get_current_settings().flows.heartbeat_frequency
             warning = zombie_window_warning(zombie_after_s, heartbeat)
             if warning:

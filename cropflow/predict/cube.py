@@ -10,7 +10,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from affine import Affine
 
 from cropflow.errors import DataError
 from cropflow.predict.tiling import Window
+from cropflow.storage import zarr_stamp
 
 #: Cube variables that are bookkeeping, not bands.
 NOT_BANDS = frozenset({"valid_count", "interpolated", "spatial_ref"})
@@ -134,15 +134,13 @@ def inspect_cube(uri: str, check_complete: bool = True) -> CubeInfo:
 
 
 @lru_cache(maxsize=4)
-def _cached(uri: str, stamp: int) -> xr.Dataset:
+def _cached(uri: str, stamp: tuple[int, int, int]) -> xr.Dataset:
     return _open_lazy(uri)
 
 
 def open_lazy(uri: str) -> xr.Dataset:
     """The cube, lazily indexed, opened once per process (again when it was rewritten)."""
-    root = Path(uri) / "zarr.json"
-    stamp = root.stat().st_mtime_ns if root.exists() else 0
-    return _cached(uri, stamp)
+    return _cached(uri, zarr_stamp(uri))
 
 
 #: Threads reading the bands of a window concurrently (Zarr decodes them in parallel).
@@ -150,7 +148,7 @@ _READERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cropflow-band")
 
 
 @lru_cache(maxsize=4)
-def _raw_arrays(uri: str, stamp: int) -> dict[str, Any]:
+def _raw_arrays(uri: str, stamp: tuple[int, int, int]) -> dict[str, Any]:
     """The cube's band arrays that can be read as stored (zarr, no xarray decoding): float32,
     dims (time, y, x), NaN fill, no scale or offset, as the cube flow writes them."""
     import zarr
@@ -180,8 +178,7 @@ def read_window(uri: str, bands: list[str], window: Window) -> npt.NDArray[np.fl
     time-invariant ``(y, x)`` layer (a static source's) has the same value at every date."""
     ds = open_lazy(uri)
     out = np.empty((ds.sizes["time"], len(bands), window.height, window.width), np.float32)
-    root = Path(uri) / "zarr.json"
-    raw = _raw_arrays(uri, root.stat().st_mtime_ns if root.exists() else 0)
+    raw = _raw_arrays(uri, zarr_stamp(uri))
     stored = [c for c, band in enumerate(bands) if band in raw]
     if stored:  # as stored, every band in one trip to zarr's event loop: a third of the CPU
         from zarr.core.sync import sync

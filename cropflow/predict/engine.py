@@ -155,9 +155,10 @@ def prepare_pixels(raw: FloatArray, normalise: Normalise) -> PixelInput:
     missing: BoolArray = ~np.any(np.isfinite(raw), axis=1).reshape(t, h * w).T  # [N, T]
     valid: BoolArray = ~np.all(missing, axis=1)
     normalise.inplace(raw, axis=1)  # raw is this tile's own copy, read for this job
-    series = to_series(raw.reshape(t * c, h * w), None if valid.all() else valid)
-    if not valid.all():
-        missing = missing[valid]
+    keep = None if valid.all() else valid
+    series = to_series(raw.reshape(t * c, h * w), keep)
+    if keep is not None:
+        missing = missing[keep]
     return PixelInput(series.reshape(-1, t, c), np.ascontiguousarray(missing), valid.reshape(h, w))
 
 

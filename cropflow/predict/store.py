@@ -34,7 +34,7 @@ from cropflow.classes import ClassMap
 from cropflow.errors import DataError
 from cropflow.predict.cube import open_lazy
 from cropflow.predict.tiling import Window
-from cropflow.storage import consolidate_zarr
+from cropflow.storage import consolidate_zarr, zarr_stamp
 
 #: Group attribute holding the prediction's metadata.
 META_ATTR = "cropflow:prediction"
@@ -160,8 +160,7 @@ def write_tile(
     confidence: npt.NDArray[np.uint8],
 ) -> None:
     """Write one tile's arrays into its window of the store."""
-    meta = (Path(store) / "zarr.json").stat()
-    cls, prob, conf = _output_arrays(str(store), (meta.st_ino, meta.st_mtime_ns, meta.st_size))
+    cls, prob, conf = _output_arrays(str(store), zarr_stamp(store))
     cls[window.rows, window.cols] = class_id
     prob[:, window.rows, window.cols] = probability
     conf[window.rows, window.cols] = confidence
@@ -172,8 +171,8 @@ _Array = zarr.Array[Any]
 
 @lru_cache(maxsize=4)
 def _output_arrays(store: str, stamp: tuple[int, int, int]) -> tuple[_Array, _Array, _Array]:
-    """The store's three output arrays, opened once per store (``stamp``: inode, time and
-    size of the group's metadata, so a store created again at the same path is opened
+    """The store's three output arrays, opened once per store (``stamp``: its
+    :func:`~cropflow.storage.zarr_stamp`, so a store made again at the same path is opened
     again). Opening them for every tile cost as much as writing the tile."""
     cls, prob, conf = (
         zarr.open_array(f"{store}/{name}", mode="r+")
