@@ -118,15 +118,33 @@ def real(session_root: Path) -> Iterator[RealStack]:
             print("\nreal ops figures:", shown)
 
 
-def _task_runs(real: RealStack, run_id: str) -> list[Any]:
+def _task_runs(real: RealStack, run_id: str, settled: bool = True) -> list[Any]:
+    """The task runs of a flow run; of a finished one (``settled``) once all are recorded final.
+
+    Task runs report their states as events that the server persists on its own time, so a
+    flow run can read Completed while its last task run still lacks its final state and end
+    time (seen on a loaded CI machine); wait for them rather than read a half-recorded run.
+    ``settled=False`` reads a running (or killed) run as it stands.
+    """
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    with real.client() as client:
-        return list(
-            client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run_id)]))
+    timeout_s = 60
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with real.client() as client:
+            runs = list(
+                client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run_id)]))
+                )
             )
-        )
+        pending = [t.name for t in runs if not (t.state and t.state.is_final() and t.end_time)]
+        if not settled or not pending:
+            return runs
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"task runs of {run_id} not final within {timeout_s:g} s: {pending}"
+            )
+        time.sleep(0.5)
 
 
 def _states(real: RealStack, run_id: str) -> dict[str, str]:
@@ -134,8 +152,8 @@ def _states(real: RealStack, run_id: str) -> dict[str, str]:
     return {_task_name(t): t.state.name for t in _task_runs(real, run_id) if t.state}
 
 
-def _by_name(real: RealStack, run_id: str) -> dict[str, Any]:
-    return {_task_name(t): t for t in _task_runs(real, run_id)}
+def _by_name(real: RealStack, run_id: str, settled: bool = True) -> dict[str, Any]:
+    return {_task_name(t): t for t in _task_runs(real, run_id, settled)}
 
 
 def _task_name(task_run: Any) -> str:
@@ -270,6 +288,28 @@ def test_two_remaps_of_one_region_run_one_after_the_other(real: RealStack) -> No
     FIGURES["second_remap_waited_s"] = b[0] - a[0]
 
 
+def _finished_once_recorded(real: RealStack, run_id: str) -> set[str]:
+    """The tasks of a killed run that completed (or came from the cache), read once the server
+    has persisted the states sent before the kill: two reads a second apart agree."""
+
+    def finished() -> set[str]:
+        return {
+            name
+            for name, t in _by_name(real, run_id, settled=False).items()
+            if t.state is not None and t.state.type.value == "COMPLETED"  # Completed or Cached
+        }
+
+    deadline = time.monotonic() + 30
+    seen = finished()
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = finished()
+        if now == seen:
+            return now
+        seen = now
+    return seen
+
+
 @pytest.mark.faults
 def test_killed_remap_rerun_reuses_the_finished_stages(real: RealStack) -> None:
     products = real.settings.workdir / "products" / "demo"
@@ -281,7 +321,7 @@ def test_killed_remap_rerun_reuses_the_finished_stages(real: RealStack) -> None:
     deadline = time.monotonic() + 600
     tasks: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        tasks = _by_name(real, first.id)
+        tasks = _by_name(real, first.id, settled=False)
         cube = tasks.get("cube-write")
         if cube is not None and cube.state is not None and cube.state.name == "Completed":
             break
@@ -296,11 +336,7 @@ def test_killed_remap_rerun_reuses_the_finished_stages(real: RealStack) -> None:
     if infra:
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(str(infra).rsplit(":", 1)[-1]), signal.SIGKILL)
-    finished_before_kill = {
-        name
-        for name, t in _by_name(real, first.id).items()
-        if t.state is not None and t.state.type.value == "COMPLETED"  # Completed or Cached
-    }
+    finished_before_kill = _finished_once_recorded(real, first.id)
     assert "cube-write" in finished_before_kill
     assert "build-products" not in finished_before_kill, "killed too late: the run finished"
     # Nothing of the killed run was published: the previous map is intact, byte for byte.
