@@ -47,6 +47,7 @@ from cropflow.predict.engine import Runner
 from cropflow.predict.model import days_since_epoch
 from cropflow.predict.params import AUTO_BATCH
 from cropflow.predict.testing import tiny_bundle, write_cube
+from cropflow.predict.tiling import tile_side
 
 #: The models: TempCNN with its family defaults (what a user trains), and a small one whose
 #: forward pass is so cheap that cropflow's own work weighs most (the worst case).
@@ -63,8 +64,8 @@ CLASSES = ClassMap(
     classes=[ClassDef(id=i + 1, name=f"class_{i + 1}") for i in range(8)]
 )  # fmt: skip
 DATES = [f"2021-{m:02d}-01" for m in range(1, 13)]
-#: Prediction tiles: PredictParams' default side.
-TILE = int(PredictParams.model_fields["tile_size"].default)
+#: Prediction tiles: the side of PredictParams' default ("auto") for pixel models.
+TILE = tile_side(PredictParams.model_fields["tile_size"].default, 0)
 #: The cube's write block: what the cube flow chooses for such a cube (choose_chunk, 1 GiB).
 CUBE_BLOCK = 1024
 

@@ -200,6 +200,26 @@ def test_patch_blending_leaves_smaller_seams_than_side_by_side_patches(cube: Pat
     np.testing.assert_array_equal(_load(whole.store)["probability"].values, p_hann)
 
 
+def test_auto_tiles_are_larger_for_patch_models_with_long_strides(cube: Path) -> None:
+    """tile_size "auto": 256 px for pixel models and 32 px patches, 512 px for 64 px patches
+    (half-patch overlap: a 32 px stride); the map does not depend on the tiling."""
+    big = tiny_bundle(UNET, list(BANDS), T, CLASSES, "patch", 64, STATS)
+    small = tiny_bundle(UNET, list(BANDS), T, CLASSES, "patch", 32, STATS)
+    pixel = tiny_bundle(LTAE, list(BANDS), T, CLASSES, "pixel", stats=STATS)
+    common = {"cube": str(cube), "executor": "local"}
+    sides = {}
+    for name, bundle in {"big": big, "small": small, "pixel": pixel}.items():
+        res = predict(PredictParams(key=f"auto-{name}", **common), bundle)
+        sides[name] = _load(res.store).attrs[META_ATTR]["tile_size"]
+    assert sides == {"big": 512, "small": 256, "pixel": 256}
+    auto = predict(PredictParams(key="auto-big", **common), big)
+    tiled = predict(PredictParams(key="tiled-big", tile_size=16, **common), big)
+    assert auto.tiles_total == 1 and tiled.tiles_total == 12
+    np.testing.assert_array_equal(
+        _load(tiled.store)["probability"].values, _load(auto.store)["probability"].values
+    )
+
+
 def test_field_model_predicts_per_field_and_paints_its_pixels(cube: Path, tmp_path: Path) -> None:
     path = _fields_file(tmp_path)
     bundle = tiny_bundle(FIELD, ["nir", "red"], T, CLASSES, "field", stats=STATS, gain=2)
@@ -445,6 +465,15 @@ def test_prepared_pixels_equal_the_normalised_series_of_the_valid_pixels(
     assert np.array_equal(got.missing, missing[valid])
     assert got.x.flags.c_contiguous and got.x.dtype == np.float32
     assert np.array_equal(got.x, norm(series)[valid])
+
+    # a patch model's window: normalised in place, as the copying normalisation does it
+    from cropflow.predict.engine import prepare_patches
+
+    own = raw.copy()
+    patches = prepare_patches(own, norm)
+    assert patches.x is own  # no second window-sized array
+    assert np.array_equal(patches.x, norm(raw[None])[0])
+    assert np.array_equal(patches.missing, ~np.isfinite(raw).any(axis=1))
 
 
 def test_a_store_made_again_at_the_same_path_is_written_as_the_new_one(

@@ -6,19 +6,23 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cropflow.errors import ConfigError
 from cropflow.predict.engine import blend_window, quantise
 from cropflow.predict.params import PredictOptions, PredictParams
 from cropflow.predict.tiling import (
+    AUTO_TILE,
+    AUTO_TILE_MAX,
     Window,
+    auto_tile_side,
     patch_starts,
     patch_stride,
     read_window,
     starts_touching,
     tile_grid,
+    tile_side,
 )
 
 sizes = st.integers(min_value=1, max_value=200)
@@ -96,6 +100,32 @@ def test_hann_window_is_positive_symmetric_and_peaks_in_the_middle(patch: int) -
     assert (blend_window(patch, "uniform") == 1).all()
 
 
+@settings(max_examples=60, deadline=None)
+@given(stride=st.integers(min_value=1, max_value=96), tiles=st.integers(min_value=2, max_value=6))
+@example(stride=16, tiles=4).via("the default patch, 32 px")
+@example(stride=32, tiles=4).via("64 px patches")
+@example(stride=64, tiles=3).via("U-TAE's 128 px patches")
+def test_auto_tiles_bound_the_patches_run_twice(stride: int, tiles: int) -> None:
+    """The automatic tile side, and the model work it costs: a tile computes every patch
+    touching its core (as engine.patch_probs does), so patches across tile borders run twice."""
+    side = auto_tile_side(stride)
+    assert side in (AUTO_TILE, AUTO_TILE_MAX) and tile_side("auto", stride) == side
+    assert side == AUTO_TILE or side // 2 < 16 * stride  # the smallest that spans 16 strides
+    assert side >= 16 * stride or side == AUTO_TILE_MAX
+    patch = 2 * stride  # the default overlap: half a patch
+    length = tiles * side
+    starts = patch_starts(length, patch, stride)
+    per_axis = sum(
+        len(starts_touching(starts, patch, t0, t0 + side)) for t0 in range(0, length, side)
+    )
+    work = (per_axis / len(starts)) ** 2
+    assert work <= (1 + 3 * stride / side) ** 2 + 1e-9  # up to 3 strides more per tile
+    if stride <= AUTO_TILE_MAX // 16 and side % stride == 0:  # the aligned, common case
+        assert work <= (17 / 16) ** 2 + 1e-9, (stride, side, work)
+    assert tile_side(300, stride) == 300
+    assert auto_tile_side(0) == AUTO_TILE  # pixel and field models
+
+
 def test_window_relative_to_outer() -> None:
     outer = Window(10, 50, 20, 60)
     inner = Window(12, 30, 25, 60)
@@ -127,6 +157,9 @@ def test_params_key_and_batch_size_parsing() -> None:
     assert p.batch_size == 512
     with pytest.raises(ConfigError, match="folder name"):
         PredictParams(cube="x.zarr", key="../evil")
+    assert p.tile_size == "auto"
+    with pytest.raises(ValueError, match="tile_size"):
+        PredictParams(cube="x.zarr", tile_size=8)
     options = PredictOptions(model="challenger", tile_size=64)
     of = PredictParams.of(options, "/c/k1.zarr", region="demo", model_alias="champion")
     assert (of.cube, of.region, of.model, of.tile_size) == ("/c/k1.zarr", "demo", "champion", 64)

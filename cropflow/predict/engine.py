@@ -196,9 +196,25 @@ def blend_window(patch: int, kind: str) -> FloatArray:
     return np.outer(w1, w1).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class PatchInput:
+    """A tile's read window ready for a patch model: normalised, with its missing dates."""
+
+    x: FloatArray  # [T, C, rh, rw] normalised (non-finite -> 0)
+    missing: BoolArray  # [T, rh, rw]: no band of the date is finite at the pixel
+
+
+def prepare_patches(raw: FloatArray, normalise: Normalise) -> PatchInput:
+    """The read window ``raw [T, C, rh, rw]`` normalised in place (it must be the caller's own
+    copy: no second window-sized array), and where each date is missing."""
+    missing: BoolArray = ~np.any(np.isfinite(raw), axis=1)
+    normalise.inplace(raw, axis=1)
+    return PatchInput(raw, missing)
+
+
 def patch_probs(
     runner: Runner,
-    raw: FloatArray,
+    inp: PatchInput,
     read: Window,
     core: Window,
     height: int,
@@ -210,14 +226,14 @@ def patch_probs(
 ) -> tuple[FloatArray, BoolArray]:
     """Blended probabilities ``[K, h, w]`` and validity of the ``core`` of a tile.
 
-    ``raw [T, C, rh, rw]`` holds the tile's read window ``read``. Patches come from the
-    region-wide grid, in row-major order, so each pixel's sum is the same in every tiling.
+    ``inp`` holds the tile's read window ``read``. Patches come from the region-wide grid, in
+    row-major order, so each pixel's sum is the same in every tiling.
     """
-    t = raw.shape[0]
-    x = runner.normalise(raw[None])[0]
-    rh, rw = max(raw.shape[2], patch), max(raw.shape[3], patch)
-    if (rh, rw) != raw.shape[2:]:
-        x = np.pad(x, ((0, 0), (0, 0), (0, rh - raw.shape[2]), (0, rw - raw.shape[3])))
+    x, nan_t = inp.x, inp.missing  # [T, C, rh, rw], [T, rh, rw]
+    t, _, h, w = x.shape
+    rh, rw = max(h, patch), max(w, patch)
+    if (rh, rw) != (h, w):  # a region smaller than a patch: zeros, as normalised no-data
+        x = np.pad(x, ((0, 0), (0, 0), (0, rh - h), (0, rw - w)))
     rows = starts_touching(patch_starts(height, patch, stride), patch, core.row0, core.row1)
     cols = starts_touching(patch_starts(width, patch, stride), patch, core.col0, core.col1)
     origins = [(r - read.row0, c - read.col0) for r in rows for c in cols]
@@ -225,7 +241,6 @@ def patch_probs(
     weights = blend_window(patch, blend)
     acc = np.zeros((runner.n_classes, cr.height, cr.width), np.float64)
     wsum = np.zeros((cr.height, cr.width), np.float64)
-    nan_t: BoolArray = ~np.any(np.isfinite(raw), axis=1)  # [T, rh, rw]: date missing at a pixel
     for start in range(0, len(origins), runner.batch_size):
         chunk = origins[start : start + runner.batch_size]
         xb = np.stack([x[:, :, r : r + patch, c : c + patch] for r, c in chunk])
@@ -249,8 +264,7 @@ def patch_probs(
             )
             wsum[r0 - cr.row0 : r1 - cr.row0, c0 - cr.col0 : c1 - cr.col0] += wpart
     probs = (acc / np.maximum(wsum, 1e-30)).astype(np.float32)
-    core_raw = raw[:, :, cr.rows, cr.cols]
-    valid: BoolArray = np.any(np.isfinite(core_raw), axis=(0, 1))
+    valid: BoolArray = ~np.all(nan_t[:, cr.rows, cr.cols], axis=0)
     return probs, valid
 
 
@@ -273,15 +287,17 @@ class TileJob:
     stride: int = 0
     blend: str = "hann"
 
-    def load(self, runner: Runner) -> FloatArray | PixelInput:
-        """Read the tile (and, for pixel models, prepare the series: in the reader thread)."""
+    def load(self, runner: Runner) -> PixelInput | PatchInput:
+        """Read the tile and prepare the model's input (in the reader thread)."""
         raw = read_window(self.cube_uri, list(self.bands), self.read)
-        return prepare_pixels(raw, runner.normalise) if self.kind == "pixel" else raw
+        if self.kind == "pixel":
+            return prepare_pixels(raw, runner.normalise)
+        return prepare_patches(raw, runner.normalise)
 
-    def process(self, data: FloatArray | PixelInput, runner: Runner) -> None:
+    def process(self, data: PixelInput | PatchInput, runner: Runner) -> None:
         self.commit(self.compute(data, runner))
 
-    def compute(self, data: FloatArray | PixelInput, runner: Runner) -> TileResult:
+    def compute(self, data: PixelInput | PatchInput, runner: Runner) -> TileResult:
         """The model's classes, probabilities and confidence of the tile (no write)."""
         days = np.asarray(self.days, np.int64)
         if isinstance(data, PixelInput):

@@ -52,7 +52,7 @@ from cropflow.predict.store import (
     markers_dir,
     prepare_store,
 )
-from cropflow.predict.tiling import patch_stride, read_window, tile_grid
+from cropflow.predict.tiling import patch_stride, read_window, tile_grid, tile_side
 from cropflow.settings import get_settings
 from cropflow.storage import atomic_file, storage_errors
 from models.contract import InputContract
@@ -201,7 +201,7 @@ def _stamp(path: str | None) -> str | None:
 
 
 def fingerprint(
-    cube: CubeInfo, model_identity: str, params: PredictParams, extra: dict[str, Any]
+    cube: CubeInfo, model_identity: str, params: PredictParams, tile: int, extra: dict[str, Any]
 ) -> str:
     """What must be equal for an interrupted prediction to be resumed."""
 
@@ -209,7 +209,7 @@ def fingerprint(
         "cube": _stamp(cube.uri),
         "cube_identity": cube.identity,
         "model": model_identity,
-        "tile_size": params.tile_size,
+        "tile_size": tile,
         **extra,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:24]
@@ -238,9 +238,10 @@ def _tile_jobs(
     days: tuple[int, ...],
     patch: int,
     stride: int,
+    side: int,
 ) -> list[Job]:
     jobs: list[Job] = []
-    for tile in tile_grid(cube.height, cube.width, params.tile_size):
+    for tile in tile_grid(cube.height, cube.width, side):
         read = (
             read_window(tile.core, cube.height, cube.width, patch, stride)
             if bundle.input_kind == "patch"
@@ -299,7 +300,7 @@ def _field_jobs(
 
 
 def _paint_jobs(
-    cube: CubeInfo, bundle: ModelBundle, params: PredictParams, store: Path, fields_path: Path
+    cube: CubeInfo, bundle: ModelBundle, side: int, store: Path, fields_path: Path
 ) -> list[Job]:
     return [
         PaintJob(
@@ -311,7 +312,7 @@ def _paint_jobs(
             transform=cube.transform,
             class_ids=tuple(bundle.class_map.ids),
         )
-        for tile in tile_grid(cube.height, cube.width, params.tile_size)
+        for tile in tile_grid(cube.height, cube.width, side)
     ]
 
 
@@ -336,7 +337,7 @@ def _sample_shape(bundle: ModelBundle, n_time: int) -> tuple[int, ...]:
 
 def _store_meta(
     cube: CubeInfo, bundle: ModelBundle, params: PredictParams, identity: str, kind: str,
-    patch: int, stride: int,
+    patch: int, stride: int, side: int,
 ) -> dict[str, Any]:  # fmt: skip
     """The store's metadata, with the fingerprint that decides whether it can be resumed."""
     extra: dict[str, Any] = {"kind": kind, "patch": patch, "stride": stride, "blend": params.blend}
@@ -347,7 +348,7 @@ def _store_meta(
     if kind == "field":  # fields shape a field model's map; for others they are a product
         extra |= {"fields": _stamp(params.fields), "field_id_column": params.field_id_column}
     return {
-        "fingerprint": fingerprint(cube, identity, params, extra),
+        "fingerprint": fingerprint(cube, identity, params, side, extra),
         "cube": cube.uri,
         "cube_identity": cube.identity,
         "cube_degraded": cube.degraded,
@@ -374,19 +375,19 @@ def _store_meta(
         "class_map": bundle.class_map.model_dump(mode="json"),
         "tta": bundle.tta,
         "ensemble": list(bundle.members),
-        "tile_size": params.tile_size,
+        "tile_size": side,
         "bands": list(bundle.contract.bands),
     }
 
 
 def _plan(
     cube: CubeInfo, bundle: ModelBundle, params: PredictParams, store: Path, patch: int,
-    stride: int, group_size: int,
+    stride: int, side: int, group_size: int,
 ) -> tuple[list[list[Job]], set[str]]:  # fmt: skip
     """The jobs, in phases that run one after the other, and the field groups already done."""
     days = tuple(int(d) for d in days_since_epoch(cube.times))
     if bundle.input_kind != "field":
-        return [_tile_jobs(cube, bundle, params, store, days, patch, stride)], set()
+        return [_tile_jobs(cube, bundle, params, store, days, patch, stride, side)], set()
     fields = load_fields(str(params.fields), params.field_id_column, cube.crs_wkt)
     fields_path = markers_dir(store) / "fields.parquet"
     if not fields_path.exists():
@@ -394,7 +395,7 @@ def _plan(
             fields.to_parquet(tmp)
     groups = _field_jobs(cube, bundle, fields, markers_dir(store), days, group_size)
     groups_done = {p.stem for p in (markers_dir(store) / "fields").glob("*.parquet")}
-    return [groups, _paint_jobs(cube, bundle, params, store, fields_path)], groups_done
+    return [groups, _paint_jobs(cube, bundle, side, store, fields_path)], groups_done
 
 
 def _execute(
@@ -439,12 +440,11 @@ def predict(
     stride = patch_stride(patch, round(patch * params.patch_overlap)) if kind == "patch" else 0
     key = params.prediction_key()
     identity = bundle.identity()
-    meta = _store_meta(cube, bundle, params, identity, kind, patch, stride)
+    side = tile_side(params.tile_size, stride)
+    meta = _store_meta(cube, bundle, params, identity, kind, patch, stride, side)
     store = store_path(key, meta["fingerprint"])
     with storage_errors(store.parent, f"creating prediction {key}"):
-        done = prepare_store(
-            store, cube.uri, bundle.class_map, params.tile_size, meta, params.resume
-        )
+        done = prepare_store(store, cube.uri, bundle.class_map, side, meta, params.resume)
         prune_stores(store)
 
     devices = resolve_devices(params.device)
@@ -452,7 +452,7 @@ def predict(
     auto = params.batch_size == "auto"
     start_batch = AUTO_BATCH[kind] if auto else int(params.batch_size)
     runners = device_runners(bundle, devices, start_batch, auto, _sample_shape(bundle, cube.n_time))
-    phases, groups_done = _plan(cube, bundle, params, store, patch, stride, start_batch)
+    phases, groups_done = _plan(cube, bundle, params, store, patch, stride, side, start_batch)
     done |= groups_done
 
     total = sum(len(p) for p in phases)

@@ -11,6 +11,7 @@ would. A tile reads the union of the patches that touch its core (its *read wind
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from cropflow.errors import ConfigError
 
@@ -62,6 +63,35 @@ class Tile:
     def name(self) -> str:
         """Stable name, used for the tile's marker file."""
         return f"r{self.row:05d}_c{self.col:05d}"
+
+
+#: The tile side of ``tile_size="auto"`` for pixel and field models.
+AUTO_TILE = 256
+#: The largest automatic tile side (a patch model's tile holds its read window in memory).
+AUTO_TILE_MAX = 512
+#: Patch strides an automatic tile spans at least, up to :data:`AUTO_TILE_MAX`.
+AUTO_TILE_STRIDES = 16
+
+
+def auto_tile_side(stride: int) -> int:
+    """The tile side of ``tile_size="auto"``: :data:`AUTO_TILE`, doubled for patch models
+    (``stride > 0``) until it spans :data:`AUTO_TILE_STRIDES` strides or reaches
+    :data:`AUTO_TILE_MAX`.
+
+    A tile computes every patch touching its core, so patches across its borders also run in
+    its neighbours: on a large region a tile ``n`` strides wide does ``(n + 1)^2 / n^2`` of
+    the model's work (n = 16: 1.13, n = 8: 1.27, n = 4: 1.56).
+    """
+    side = AUTO_TILE
+    while side < AUTO_TILE_STRIDES * stride and side < AUTO_TILE_MAX:
+        side *= 2
+    return side
+
+
+def tile_side(tile_size: int | Literal["auto"], stride: int) -> int:
+    """The tile side of a ``tile_size`` parameter: the number, or for "auto" the side
+    :func:`auto_tile_side` chooses for a model with this patch ``stride`` (0: no patches)."""
+    return tile_size if isinstance(tile_size, int) else auto_tile_side(stride)
 
 
 def _positive(name: str, value: int) -> None:
