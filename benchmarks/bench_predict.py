@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from affine import Affine
 
+from benchmarks.common import print_figures
 from cropflow.bands import S2_TEN_BANDS
 from cropflow.classes import ClassDef, ClassMap
 from cropflow.predict import ModelBundle, PredictParams, predict
@@ -223,11 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "predict_s_1x_fresh_process": round(mem_small["seconds"], 2),
             "predict_s_big_fresh_process": round(mem_big["seconds"], 2),
         }
-    for k, v in figures.items():
-        print(f"{k:>30}: {v}")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
-    return figures
+    return print_figures(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from benchmarks.bench_predict import CLASSES, make_cube
+from benchmarks.common import print_figures
 from cropflow.bands import S2_TEN_BANDS
 from cropflow.predict import ModelBundle, PredictParams, predict
 from cropflow.predict.engine import Runner
@@ -185,11 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         figures[f"ratio_{k}_wall"] = round(best[k][0] / best["forward"][0], 3)
         figures[f"ratio_{k}_cpu"] = round(best[k][1] / best["forward"][1], 3)
     figures["tiled_over_untiled_wall"] = round(best["tiled"][0] / best["untiled"][0], 3)
-    for k, v in figures.items():
-        print(f"{k:>26}: {v}")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
-    return figures
+    return print_figures(figures, args.json)
 
 
 if __name__ == "__main__":

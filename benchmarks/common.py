@@ -88,3 +88,16 @@ def publish(info: str, body: str, out: Path | None) -> None:
     print(text)
     if out:
         out.write_text(text)
+
+
+def print_figures(figures: dict[str, Any], out: Path | None) -> dict[str, Any]:
+    """Print a benchmark's figures one per line (name, value) and write them to ``out`` as
+    JSON when given; returns them."""
+    import json
+
+    width = max(len(k) for k in figures)
+    for k, v in figures.items():
+        print(f"{k:>{width}}: {v}")
+    if out:
+        out.write_text(json.dumps(figures, indent=2))
+    return figures
