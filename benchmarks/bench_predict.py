@@ -27,10 +27,7 @@ that reads cost what they cost on a real cube.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,7 +37,7 @@ import numpy as np
 import torch
 from affine import Affine
 
-from benchmarks.common import print_figures
+from benchmarks.common import in_fresh_process, print_figures
 from cropflow.bands import S2_TEN_BANDS
 from cropflow.classes import ClassDef, ClassMap
 from cropflow.predict import ModelBundle, PredictParams, predict
@@ -124,12 +121,11 @@ _CHILD = """
 import json, sys, torch
 from pathlib import Path
 from benchmarks.bench_predict import bundle, timed_predict
+from benchmarks.common import peak_rss_mb
 cube, n_time, batch = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(int(sys.argv[4]))
 seconds, _ = timed_predict(cube, bundle(n_time), batch, "local", None)
-# VmHWM: this process's peak RSS (ru_maxrss would include the parent's size at fork)
-hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-print(json.dumps({"seconds": seconds, "peak_rss_mb": int(hwm.split()[1]) / 1024}))
+print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
 """
 
 
@@ -137,13 +133,7 @@ def peak_memory(
     cube: Path, n_time: int, batch: int, threads: int, workdir: Path
 ) -> dict[str, float]:
     """Peak RSS (MiB) and seconds of a local prediction in a fresh process."""
-    env = {**os.environ, "CROPFLOW_WORKDIR": str(workdir)}
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(cube), str(n_time), str(batch), str(threads)],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return in_fresh_process(_CHILD, [str(cube), str(n_time), str(batch), str(threads)], workdir)
 
 
 def _ratios(cube: Path, b: ModelBundle, batch: int, repeats: int, label: str) -> dict[str, Any]:

@@ -27,10 +27,7 @@ Run: ``python -m benchmarks.bench_predict_patch [--size 384] [--patch 32] [--fam
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,7 +37,7 @@ import numpy as np
 import torch
 
 from benchmarks.bench_predict import CLASSES, make_cube
-from benchmarks.common import print_figures
+from benchmarks.common import in_fresh_process, print_figures
 from cropflow.bands import S2_TEN_BANDS
 from cropflow.predict import ModelBundle, PredictParams, predict
 from cropflow.predict.engine import Runner
@@ -58,6 +55,11 @@ from cropflow.predict.tiling import (
 OVERLAP = float(PredictParams.model_fields["patch_overlap"].default)
 
 
+def default_stride(patch: int) -> int:
+    """The patch stride of PredictParams' default overlap, as ``predict`` derives it."""
+    return patch_stride(patch, round(patch * OVERLAP))
+
+
 def patch_bundle(family: str, n_time: int, patch: int) -> ModelBundle:
     stats = dict.fromkeys(S2_TEN_BANDS, (0.2, 0.05))
     return tiny_bundle(
@@ -68,7 +70,7 @@ def patch_bundle(family: str, n_time: int, patch: int) -> ModelBundle:
 
 def patch_counts(side: int, patch: int, tile: int) -> tuple[int, int]:
     """Patches on the region's grid, and patches computed by the tiles of side ``tile``."""
-    stride = patch_stride(patch, round(patch * OVERLAP))
+    stride = default_stride(patch)
     unique = len(patch_starts(side, patch, stride)) ** 2
     computed = 0
     starts = patch_starts(side, patch, stride)
@@ -84,7 +86,7 @@ def forward_only(cube: Path, b: ModelBundle, batch: int) -> tuple[float, float]:
     import xarray as xr
 
     patch = int(b.contract.patch_size or 0)
-    stride = patch_stride(patch, round(patch * OVERLAP))
+    stride = default_stride(patch)
     ds = xr.open_zarr(cube, consolidated=False)
     raw = np.stack([ds[n].values for n in b.contract.bands], axis=1)  # [T, C, H, W]
     t, _, h, w = raw.shape
@@ -118,12 +120,12 @@ _CHILD = """
 import json, sys, torch
 from pathlib import Path
 from benchmarks.bench_predict_patch import patch_bundle, timed_predict
+from benchmarks.common import peak_rss_mb
 cube, family, n_time, patch, batch, tile = sys.argv[1:7]
 torch.set_num_threads(int(sys.argv[7]))
 b = patch_bundle(family, int(n_time), int(patch))
 seconds, _ = timed_predict(Path(cube), b, int(batch), tile if tile == "auto" else int(tile))
-hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-print(json.dumps({"seconds": seconds, "peak_rss_mb": int(hwm.split()[1]) / 1024}))
+print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
 """
 
 
@@ -131,11 +133,7 @@ def peak_memory(cube: Path, args: argparse.Namespace, workdir: Path) -> float:
     """Peak RSS (MiB, VmHWM) of the tiled prediction alone, in a fresh process."""
     argv = [str(cube), args.family, str(args.times), str(args.patch), str(args.batch),
             str(args.tile or "auto"), str(args.threads)]  # fmt: skip
-    env = {**os.environ, "CROPFLOW_WORKDIR": str(workdir)}
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, *argv], env=env, capture_output=True, text=True, check=True
-    )
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+    return float(in_fresh_process(_CHILD, argv, workdir)["peak_rss_mb"])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -152,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    stride = patch_stride(args.patch, round(args.patch * OVERLAP))
+    stride = default_stride(args.patch)
     tile = tile_side(args.tile or "auto", stride)
     unique, computed = patch_counts(args.size, args.patch, tile)
     figures: dict[str, Any] = {

@@ -101,3 +101,26 @@ def print_figures(figures: dict[str, Any], out: Path | None) -> dict[str, Any]:
     if out:
         out.write_text(json.dumps(figures, indent=2))
     return figures
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM), MiB; ``ru_maxrss`` would include the
+    parent's size at fork."""
+    with Path("/proc/self/status").open() as status:
+        hwm = next(line for line in status if line.startswith("VmHWM:"))
+    return int(hwm.split()[1]) / 1024
+
+
+def in_fresh_process(code: str, argv: list[str], workdir: Path) -> dict[str, Any]:
+    """Run Python ``code`` with ``argv`` in a fresh interpreter whose cropflow workdir is
+    ``workdir``; the JSON object it prints last."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CROPFLOW_WORKDIR": str(workdir)}
+    out = subprocess.run(
+        [sys.executable, "-c", code, *argv], env=env, capture_output=True, text=True, check=True
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result

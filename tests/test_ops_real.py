@@ -118,7 +118,9 @@ def real(session_root: Path) -> Iterator[RealStack]:
             print("\nreal ops figures:", shown)
 
 
-def _task_runs(real: RealStack, run_id: str, settled: bool = True) -> list[Any]:
+def _task_runs(
+    real: RealStack, run_id: str, settled: bool = True, timeout_s: float = 60
+) -> list[Any]:
     """The task runs of a flow run; of a finished one (``settled``) once all are recorded final.
 
     Task runs report their states as events that the server persists on its own time, so a
@@ -128,7 +130,6 @@ def _task_runs(real: RealStack, run_id: str, settled: bool = True) -> list[Any]:
     """
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    timeout_s = 60
     deadline = time.monotonic() + timeout_s
     while True:
         with real.client() as client:

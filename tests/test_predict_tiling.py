@@ -11,10 +11,8 @@ from hypothesis import strategies as st
 
 from cropflow.errors import ConfigError
 from cropflow.predict.engine import blend_window, quantise
-from cropflow.predict.params import PredictOptions, PredictParams
+from cropflow.predict.params import AUTO_TILE, AUTO_TILE_MAX, PredictOptions, PredictParams
 from cropflow.predict.tiling import (
-    AUTO_TILE,
-    AUTO_TILE_MAX,
     Window,
     auto_tile_side,
     patch_starts,

@@ -19,6 +19,13 @@ from cropflow.errors import ConfigError
 #: have this many samples (the last one of a tile padded), so that a pixel's result never
 #: depends on the tiling; a smaller pixel batch wastes less on a tile's last batch.
 AUTO_BATCH: dict[str, int] = {"pixel": 2048, "patch": 8, "field": 16}
+#: The tile side of ``tile_size="auto"`` for pixel and field models
+#: (:func:`cropflow.predict.tiling.auto_tile_side`).
+AUTO_TILE = 256
+#: The largest automatic tile side (a patch model's tile holds its read window in memory).
+AUTO_TILE_MAX = 512
+#: Patch strides an automatic tile spans at least, up to :data:`AUTO_TILE_MAX`.
+AUTO_TILE_STRIDES = 16
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cropflow.errors import ConfigError
+from cropflow.predict.params import AUTO_TILE, AUTO_TILE_MAX, AUTO_TILE_STRIDES
 
 
 @dataclass(frozen=True, order=True)
@@ -63,14 +64,6 @@ class Tile:
     def name(self) -> str:
         """Stable name, used for the tile's marker file."""
         return f"r{self.row:05d}_c{self.col:05d}"
-
-
-#: The tile side of ``tile_size="auto"`` for pixel and field models.
-AUTO_TILE = 256
-#: The largest automatic tile side (a patch model's tile holds its read window in memory).
-AUTO_TILE_MAX = 512
-#: Patch strides an automatic tile spans at least, up to :data:`AUTO_TILE_MAX`.
-AUTO_TILE_STRIDES = 16
 
 
 def auto_tile_side(stride: int) -> int:
